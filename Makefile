@@ -1,0 +1,48 @@
+# videxp — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# The torch/torchvision pair that installs from the local wheel cache (CPU machines here); override for CUDA.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-full lint format bench clean
+
+help:  ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install videxp with its dev tools (idempotent)
+
+demo: $(STAMP)  ## Train a tiny FDM on moving_shapes, sample, evaluate (CPU, a few minutes)
+	$(BIN)/python -m videxp.demo
+
+test: $(STAMP)  ## Run the test suite (everything but `slow` and `gpu` tests)
+	$(BIN)/python -m pytest -q
+
+test-full: $(STAMP)  ## Run every CPU test, `slow` ones included
+	$(BIN)/python -m pytest -q -m 'not gpu'
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(BIN)/ruff check videxp tests bench
+	$(BIN)/ruff format --check videxp tests bench
+
+format: $(STAMP)  ## ruff autofix + format
+	$(BIN)/ruff check --fix videxp tests bench
+	$(BIN)/ruff format videxp tests bench
+
+bench: $(STAMP)  ## Print benchmark figures (throughput ratios; see bench/)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean:  ## Remove caches and run outputs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+	find outputs multirun -mindepth 1 -not -name .gitkeep -delete 2>/dev/null || true

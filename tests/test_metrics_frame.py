@@ -1,0 +1,333 @@
+"""Frame metrics (PSNR, SSIM), the streaming FrameMetric base and the report writer."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from videxp.metrics import PSNR, SSIM, FrameMetric, Metric, format_table, write_report
+
+WANG = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 1.0}
+FDM_OLD_DEFAULTS = {
+    "win_size": 7,
+    "use_sample_covariance": True,
+    "data_range": 2.0,
+}  # skimage < 0.20 on floats
+
+
+def _random_pair(rng: np.random.Generator, n: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    a = rng.random((n, c, h, w))
+    b = rng.random((n, c, h, w))
+    return a, b
+
+
+def _smooth_pair(rng: np.random.Generator, n: int, c: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth frames in [0, 1] and a noisy copy (σ = 0.08), as in the reference's SSIM table."""
+    base = gaussian_filter(rng.standard_normal((n, c, h, w)), sigma=(0, 0, 4, 4))
+    base = (base - base.min()) / (base.max() - base.min())
+    noisy = np.clip(base + 0.08 * rng.standard_normal(base.shape), 0.0, 1.0)
+    return noisy, base
+
+
+def _skimage_ssim(a: np.ndarray, b: np.ndarray, **kwargs) -> np.ndarray:
+    return np.array([structural_similarity(a[i], b[i], channel_axis=0, **kwargs) for i in range(a.shape[0])])
+
+
+def _video(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(x)[None]  # [1, T, C, H, W]
+
+
+class _MeanValue(FrameMetric):
+    """Test metric: the frame's mean pixel value (lets tests set exact per-frame scores)."""
+
+    name = "meanval"
+    higher_is_better = True
+
+    def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return pred.to(torch.float64).mean(dim=(1, 2, 3))
+
+
+class _LowerBetter(_MeanValue):
+    name = "lower"
+    higher_is_better = False
+
+
+def _const_videos(values: np.ndarray) -> torch.Tensor:
+    """[B, T, 1, 4, 4] frames whose mean equals values[b, t]."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    return v[:, :, None, None, None].expand(*v.shape, 1, 4, 4).contiguous()
+
+
+# ------------------------------------------------------------------------------------------ PSNR
+
+
+def test_psnr_matches_numpy_loop() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random((2, 5, 3, 16, 20))
+    b = np.clip(a + rng.uniform(0.01, 0.2, (2, 5, 1, 1, 1)) * rng.standard_normal(a.shape), 0, 1)
+    b[1, 2] = a[1, 2]  # one identical frame
+    expected = np.empty((2, 5))
+    for i in range(2):
+        for t in range(5):
+            mse = np.mean((a[i, t] - b[i, t]) ** 2)
+            expected[i, t] = 100.0 if mse < 1e-10 else 20 * math.log10(1 / math.sqrt(mse))
+    m = PSNR()
+    m.update(torch.from_numpy(a), torch.from_numpy(b), video_index=[0, 1], sample_index=[0, 0])
+    np.testing.assert_allclose(m.as_array()[:, 0, :], expected, rtol=0, atol=1e-10)
+    assert m.as_array()[1, 0, 2] == 100.0
+    assert abs(m.compute()["value"] - expected.mean()) < 1e-10
+
+
+def test_psnr_identical_frames() -> None:
+    x = torch.rand(1, 3, 3, 8, 8, dtype=torch.float64)
+    m = PSNR()
+    m.update(x, x.clone(), video_index=[0], sample_index=[0])
+    assert m.compute()["value"] == 100.0
+    m = PSNR(max_db=None)
+    m.update(x, x.clone(), video_index=[0], sample_index=[0])
+    assert math.isinf(m.compute()["value"])
+
+
+def test_psnr_per_channel_matches_skimage() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.random((4, 3, 24, 18))
+    b = np.clip(a + 0.05 * rng.standard_normal(a.shape) * np.array([1, 2, 4])[:, None, None], 0, 1)
+    expected = np.array(
+        [
+            np.mean([peak_signal_noise_ratio(a[i, ch], b[i, ch], data_range=1.0) for ch in range(3)])
+            for i in range(4)
+        ]
+    )
+    got = PSNR(per_channel=True).score_frames(torch.from_numpy(b), torch.from_numpy(a)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
+    pooled = PSNR().score_frames(torch.from_numpy(b), torch.from_numpy(a)).numpy()
+    assert np.all(np.abs(pooled - got) > 1e-3)  # the two conventions really differ
+
+
+# ------------------------------------------------------------------------------------------ SSIM
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 45)])
+@pytest.mark.parametrize("kind", ["random", "smooth"])
+@pytest.mark.parametrize("backend", ["shift", "conv2d"])
+def test_ssim_wang_matches_skimage(size: tuple[int, int], kind: str, backend: str) -> None:
+    rng = np.random.default_rng(2)
+    a, b = (_random_pair if kind == "random" else _smooth_pair)(rng, 4, 3, *size)
+    expected = _skimage_ssim(a, b, **WANG)
+    got = SSIM(backend=backend).score_frames(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.abs(got - expected).max() < 1e-12  # in fact equal to float64 rounding
+
+
+@pytest.mark.parametrize("size", [(64, 64), (37, 45)])
+@pytest.mark.parametrize("kind", ["random", "smooth"])
+def test_ssim_fdm_matches_skimage_old_defaults(size: tuple[int, int], kind: str) -> None:
+    rng = np.random.default_rng(3)
+    a, b = (_random_pair if kind == "random" else _smooth_pair)(rng, 4, 3, *size)
+    expected = _skimage_ssim(a, b, **FDM_OLD_DEFAULTS)
+    metric = SSIM(variant="fdm")
+    assert metric.settings()["data_range"] == 2.0
+    got = metric.score_frames(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_ssim_float32_close_to_float64() -> None:
+    rng = np.random.default_rng(4)
+    a, b = _smooth_pair(rng, 3, 3, 32, 32)
+    ref = SSIM().score_frames(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    got = SSIM(dtype=torch.float32).score_frames(torch.from_numpy(a).float(), torch.from_numpy(b).float())
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-4)
+
+
+def test_ssim_is_valid_region_not_full_image_mean() -> None:
+    """Valid region (JH, skimage, torchmetrics < 1.5), not the padded full map (torchmetrics >= 1.5)."""
+    rng = np.random.default_rng(5)
+    a, b = _smooth_pair(rng, 2, 3, 32, 32)
+    got = SSIM().score_frames(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    valid, full = [], []
+    for i in range(2):
+        per_ch_valid, per_ch_full = [], []
+        for ch in range(3):
+            _, s_map = structural_similarity(a[i, ch], b[i, ch], full=True, **WANG)
+            per_ch_valid.append(s_map[5:-5, 5:-5].mean())
+            per_ch_full.append(s_map.mean())
+        valid.append(np.mean(per_ch_valid))
+        full.append(np.mean(per_ch_full))
+    np.testing.assert_allclose(got, valid, rtol=0, atol=1e-12)
+    assert np.all(np.abs(got - np.array(full)) > 1e-4)
+
+
+def test_ssim_identical_is_one_and_small_frames_rejected() -> None:
+    x = torch.rand(2, 3, 20, 20, dtype=torch.float64)
+    np.testing.assert_allclose(SSIM().score_frames(x, x.clone()).numpy(), 1.0, atol=1e-12)
+    with pytest.raises(ValueError, match="smaller than the 11x11"):
+        SSIM().score_frames(torch.rand(1, 3, 10, 30), torch.rand(1, 3, 10, 30))
+
+
+# ------------------------------------------------------------------------------------------ streaming
+
+
+@pytest.mark.parametrize("metric_cls", [PSNR, SSIM])
+def test_streaming_uneven_batches_equal_one_batch(metric_cls: type[FrameMetric]) -> None:
+    rng = np.random.default_rng(6)
+    a, b = _smooth_pair(rng, 7 * 4, 3, 24, 24)
+    pred = torch.from_numpy(a).view(7, 4, 3, 24, 24)  # [B, T, C, H, W]
+    target = torch.from_numpy(b).view(7, 4, 3, 24, 24)
+    videos, samples = list(range(7)), [0] * 7
+    one = metric_cls()
+    one.update(pred, target, video_index=videos, sample_index=samples)
+    split = metric_cls(chunk_frames=3)
+    for lo, hi in [(0, 1), (1, 5), (5, 7)]:
+        split.update(pred[lo:hi], target[lo:hi], video_index=videos[lo:hi], sample_index=samples[lo:hi])
+    np.testing.assert_allclose(split.as_array(), one.as_array(), rtol=0, atol=1e-13)
+    r1, r2 = one.compute(), split.compute()
+    assert abs(r1["value"] - r2["value"]) < 1e-12
+    assert r1["num_videos"] == 7 and r1["num_samples"] == 1 and r1["num_frames"] == 4
+    merged = metric_cls()
+    merged.merge(split)
+    assert abs(merged.compute()["value"] - r1["value"]) < 1e-12
+
+
+def test_best_of_k_picks_best_sample_per_video() -> None:
+    # 3 videos x 4 samples x 5 frames; per (video, sample) a constant level
+    levels = np.array([[0.2, 0.9, 0.5, 0.1], [0.3, 0.3, 0.8, 0.4], [0.6, 0.2, 0.1, 0.7]])
+    values = np.repeat(levels[:, :, None], 5, axis=2)  # [V, S, F]
+    values[0, 2, 0] = 1.0  # a single good frame must not win: selection uses the time average
+    metric = _MeanValue(reduction="best")
+    low = _LowerBetter(reduction="best")
+    mean = _MeanValue()
+    for s in range(4):  # one update per sample index, as a sampling loop would
+        pred = _const_videos(values[:, s, :])
+        for m in (metric, low, mean):
+            m.update(pred, pred, video_index=[10, 11, 12], sample_index=[s] * 3, frame_index=[3, 4, 5, 6, 7])
+    res = metric.compute()
+    assert res["best_sample"] == [1, 2, 3]
+    assert res["value"] == pytest.approx(np.mean([0.9, 0.8, 0.7]))
+    assert res["per_frame_mean"] == pytest.approx([0.8] * 5)
+    assert low.compute()["best_sample"] == [3, 0, 2]
+    assert low.compute()["value"] == pytest.approx(np.mean([0.1, 0.3, 0.1]))
+    assert mean.compute()["value"] == pytest.approx(values.mean())
+    assert res["frames"] == [3, 4, 5, 6, 7]
+    assert metric.settings()["reduction"] == "best"
+
+
+def test_as_array_shape_axes_and_missing() -> None:
+    m = _MeanValue()
+    vals = np.arange(6, dtype=np.float64).reshape(2, 3) / 10  # [B=2, T=3]
+    m.update(
+        _const_videos(vals),
+        _const_videos(vals),
+        video_index=[4, 9],
+        sample_index=[0, 0],
+        frame_index=[2, 3, 4],
+    )
+    m.update(_const_videos(vals[:1, :2]), _const_videos(vals[:1, :2]), video_index=[4], sample_index=[1])
+    arr = m.as_array()
+    assert arr.shape == (2, 2, 5) and arr.dtype == np.float64
+    axes = m.axes()
+    assert axes["video"].tolist() == [4, 9] and axes["sample"].tolist() == [0, 1]
+    assert axes["frame"].tolist() == [0, 1, 2, 3, 4]
+    assert np.isnan(arr[1, 1]).all() and np.isnan(arr[0, 0, :2]).all()
+    np.testing.assert_allclose(arr[0, 0, 2:], vals[0])
+    np.testing.assert_allclose(arr[0, 1, :2], vals[0, :2])
+    recs = list(m.records())
+    assert len(recs) == 8 and set(recs[0]) == {"video", "sample", "frame", "value"}
+    # mean: frames per (video, sample), then samples, then videos
+    expected = np.mean([np.mean([vals[0].mean(), vals[0, :2].mean()]), vals[1].mean()])
+    assert m.compute()["value"] == pytest.approx(expected)
+
+
+def test_input_errors() -> None:
+    m = PSNR()
+    x = torch.rand(2, 3, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"\(2, 3, 3, 16, 16\).*\(2, 3, 3, 16, 12\)"):
+        m.update(x, torch.rand(2, 3, 3, 16, 12), video_index=[0, 1], sample_index=[0, 0])
+    bad = x.clone()
+    bad[1, 2, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        m.update(bad, x, video_index=[0, 1], sample_index=[0, 0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        m.update(x * 2 - 1, x, video_index=[0, 1], sample_index=[0, 0])
+    with pytest.raises(ValueError, match="video_index has 1 entries"):
+        m.update(x, x, video_index=[0], sample_index=[0, 0])
+    with pytest.raises(ValueError, match="frame_index has 2 entries"):
+        m.update(x, x, video_index=[0, 1], sample_index=[0, 0], frame_index=[0, 1])
+    with pytest.raises(TypeError, match="floating point"):
+        m.update(
+            (x * 255).to(torch.uint8), (x * 255).to(torch.uint8), video_index=[0, 1], sample_index=[0, 0]
+        )
+    with pytest.raises(RuntimeError, match="no frames"):
+        m.compute()
+    m.update(x, x, video_index=[0, 1], sample_index=[0, 0])
+    m.update(x[:1], x[:1], video_index=[0], sample_index=[0])
+    with pytest.raises(ValueError, match="more than once"):
+        m.compute()
+    m.reset()
+    with pytest.raises(ValueError, match="reduction"):
+        PSNR(reduction="median")
+    with pytest.raises(ValueError, match="variant"):
+        SSIM(variant="torchmetrics")
+
+
+def test_settings_record_conventions() -> None:
+    s = SSIM().settings()
+    assert (s["window"], s["win_size"], s["sigma"], s["data_range"]) == ("gaussian", 11, 1.5, 1.0)
+    assert s["covariance"] == "population" and s["dtype"] == "float64" and s["reduction"] == "mean"
+    f = SSIM(variant="fdm").settings()
+    assert (f["window"], f["win_size"], f["data_range"]) == ("uniform", 7, 2.0)
+    p = PSNR().settings()
+    assert p["data_range"] == 1.0 and p["max_db"] == 100.0 and p["per_channel"] is False
+    assert isinstance(PSNR(), Metric)
+    json.dumps([s, f, p])
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def test_write_report(tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    a, b = _smooth_pair(rng, 3 * 2 * 4, 3, 16, 16)
+    pred = torch.from_numpy(a).view(3, 2, 4, 3, 16, 16)  # [V, S, T, C, H, W]
+    target = torch.from_numpy(b).view(3, 2, 4, 3, 16, 16)
+    metrics: dict[str, FrameMetric] = {"psnr": PSNR(), "ssim": SSIM()}
+    for s in range(2):
+        for m in metrics.values():
+            m.update(
+                pred[:, s],
+                target[:, s],
+                video_index=[0, 1, 2],
+                sample_index=[s] * 3,
+                frame_index=[2, 3, 4, 5],
+            )
+    results = {name: m.compute() for name, m in metrics.items()}
+    written = write_report(
+        tmp_path / "eval",
+        results,
+        metrics,
+        provenance={"git": "abc123", "seed": 0},
+        extra={"scored_frames": [2, 3, 4, 5], "observed_frames": [0, 1]},
+    )
+    assert set(written) == {"json", "csv", "png"}
+    doc = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(doc) == {"psnr", "ssim", "provenance", "scored_frames", "observed_frames"}
+    assert doc["psnr"]["value"] == pytest.approx(results["psnr"]["value"])
+    assert doc["ssim"]["settings"]["win_size"] == 11 and doc["provenance"]["git"] == "abc123"
+    with open(tmp_path / "eval" / "per_frame.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["video", "sample", "frame", "psnr", "ssim"]
+    assert len(rows) == 1 + 3 * 2 * 4
+    assert float(rows[1][3]) == pytest.approx(metrics["psnr"].as_array()[0, 0, 0])
+    png = (tmp_path / "eval" / "per_frame.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert not [p.name for p in (tmp_path / "eval").iterdir() if p.name.startswith(".")]  # no temp files left
+    table = format_table(results)
+    assert "psnr" in table and "ssim" in table and f"{results['ssim']['value']:.4f}" in table
+    with pytest.raises(ValueError, match="clash"):
+        write_report(tmp_path / "x", results, extra={"psnr": 1})

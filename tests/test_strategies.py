@@ -1,0 +1,245 @@
+"""FDM inference strategies: golden schedules from FDM's own code, properties, validation, plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from videxp.inference import STRATEGIES, Strategy, build_strategy, plot_schedule
+from videxp.inference.strategies import ScheduleError, Step, schedule
+
+FIXTURE = Path(__file__).parent / "data" / "fdm_strategies.json"
+CASES = json.loads(FIXTURE.read_text())
+SETTINGS = ("video_length", "obs_length", "max_frames", "step_size")
+
+
+def _settings(case: dict) -> dict[str, int]:
+    return {k: case[k] for k in SETTINGS}
+
+
+def _case_id(case: dict) -> str:
+    return f"{case['strategy']}-" + "/".join(str(case[k]) for k in SETTINGS)
+
+
+def _assert_steps_equal(got: list[Step], expected: list[Step]) -> None:
+    for n, (g, e) in enumerate(zip(got, expected)):
+        assert g[0] == e[0], f"step {n}: observed {g[0]} != FDM {e[0]}"
+        assert g[1] == e[1], f"step {n}: target {g[1]} != FDM {e[1]}"
+    assert len(got) == len(expected), f"{len(got)} steps, FDM has {len(expected)}"
+
+
+# --- golden: FDM's own output ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_matches_fdm_fixture(case: dict) -> None:
+    expected = [(s["observed"], s["target"]) for s in case["steps"]]
+    got = list(build_strategy(case["strategy"], **_settings(case)))
+    _assert_steps_equal(got, expected)
+    for observed, target in got:
+        assert all(type(i) is int for i in observed + target)
+
+
+def test_fixture_covers_required_strategies() -> None:
+    assert {c["strategy"] for c in CASES} >= {"autoreg", "hierarchy-2"}
+
+
+def test_long_range_worked_example() -> None:
+    """Reference §1.8: long-range 40/10/20/10 keeps the latest 5 given frames as long-range context."""
+    got = schedule("long-range", video_length=40, obs_length=10, max_frames=20, step_size=10)
+    expected = [
+        (list(range(10)), list(range(10, 20))),
+        ([5, 6, 7, 8, 9, *range(15, 20)], list(range(20, 30))),
+        ([5, 6, 7, 8, 9, *range(25, 30)], list(range(30, 40))),
+    ]
+    _assert_steps_equal(got, expected)
+
+
+def test_hierarchy_retry_keeps_within_max_frames() -> None:
+    """FDM's S-1 retry (hierarchy-2 40/0/20/10, steps 1 and 2) gives up one target and allows one more
+    context frame (n_cond = K-(S-1) = 11 > K-S), so a step never exceeds max_frames but may fill it."""
+    steps = schedule("hierarchy-2", video_length=40, obs_length=0, max_frames=20, step_size=10)
+    assert [(len(o), len(t)) for o, t in steps[1:3]] == [(10, 9), (11, 9)]
+
+
+def test_hierarchy_level_one_observes_repeats() -> None:
+    """With 2 given frames, level 1 spreads 4 context slots over them: FDM emits [0, 0, 1, 1]."""
+    strategy = build_strategy("hierarchy-2", video_length=16, obs_length=2, max_frames=8, step_size=4)
+    observed, target = next(strategy)
+    assert observed == [0, 0, 1, 1]
+    assert target == [2, 6, 11, 15]
+
+
+def test_autoreg_next_frame_with_large_context() -> None:
+    """RIVER/PFI usage: autoreg with S=1 and K >= T observes every done frame."""
+    steps = schedule("autoreg", video_length=6, obs_length=2, max_frames=10, step_size=1)
+    assert steps == [([0, 1], [2]), ([0, 1, 2], [3]), ([0, 1, 2, 3], [4]), ([0, 1, 2, 3, 4], [5])]
+
+
+@pytest.mark.parametrize("name", ["autoreg", "long-range", "hierarchy-2"])
+def test_unconditional_start_is_clipped_to_video(name: str) -> None:
+    steps = schedule(name, video_length=5, obs_length=0, max_frames=8, step_size=4)
+    assert steps == [([], [0, 1, 2, 3, 4])]
+
+
+# --- properties over a grid of settings --------------------------------------------------------
+
+GRID = [  # (video_length, obs_length, max_frames, step_size)
+    (40, 10, 20, 10),
+    (16, 2, 8, 4),
+    (20, 0, 8, 4),
+    (40, 0, 20, 10),
+    (300, 36, 20, 10),
+    (1000, 36, 20, 10),
+    (101, 5, 12, 3),
+    (37, 0, 16, 5),
+    (64, 3, 10, 7),
+    (9, 1, 6, 2),
+    (33, 32, 8, 4),
+    (23, 1, 20, 17),
+    (7, 0, 32, 4),
+    (50, 7, 9, 2),
+]
+# Settings where FDM's own hierarchy code fails too (its S-1 retry reaches step size 1 and divides by
+# zero); here build_strategy's dry run reports them as a ScheduleError.
+FDM_STUCK = {("hierarchy-4", (9, 1, 6, 2)), ("hierarchy-5", (16, 2, 8, 4))}
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("settings", GRID, ids=lambda s: "/".join(map(str, s)))
+def test_schedule_properties(name: str, settings: tuple[int, int, int, int]) -> None:
+    T, n_obs, K, S = settings
+    if (name, settings) in FDM_STUCK:
+        with pytest.raises(ScheduleError, match="increase max_frames"):
+            build_strategy(name, video_length=T, obs_length=n_obs, max_frames=K, step_size=S)
+        return
+    strategy = build_strategy(name, video_length=T, obs_length=n_obs, max_frames=K, step_size=S)
+    assert iter(strategy) is strategy
+    assert strategy.params() == {
+        "name": name,
+        "video_length": T,
+        "obs_length": n_obs,
+        "max_frames": K,
+        "step_size": S,
+    }
+    done = set(range(n_obs))
+    generated: list[int] = []
+    for n, (observed, target) in enumerate(strategy):
+        assert all(type(i) is int for i in observed + target), n
+        assert set(observed) <= done, f"step {n} observes frames not done yet"
+        assert target, f"step {n} has no target"
+        assert len(set(target)) == len(target), f"step {n} repeats a target"
+        assert all(0 <= i < T for i in target), f"step {n} targets {target}"
+        assert not set(target) & done, f"step {n} regenerates done frames"
+        # FDM counts repeated observed frames too; even through the S-1 retry it stays within K.
+        assert len(observed) + len(target) <= K, f"step {n}: {len(observed)} + {len(target)} > {K}"
+        generated += target
+        done |= set(target)
+    assert sorted(generated) == list(range(n_obs, T)), "every frame is given or generated exactly once"
+    assert strategy.is_done()
+    assert list(strategy) == []
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+GOOD = {"video_length": 40, "obs_length": 10, "max_frames": 20, "step_size": 10}
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "match"),
+    [
+        ("autoreg", {"step_size": 20}, r"step_size=20 must be < max_frames=20"),
+        ("autoreg", {"step_size": 25}, r"step_size=25 must be < max_frames=20"),
+        ("long-range", {"step_size": 20}, r"step_size=20 must be < max_frames=20"),
+        ("long-range", {"step_size": 19}, r"max_frames-step_size=1 must be >= 2"),
+        ("hierarchy-2", {"step_size": 1}, r"step_size=1 must be >= 2"),
+        ("hierarchy-3", {"step_size": 1}, r"step_size=1 must be >= 2"),
+        ("autoreg", {"obs_length": 41}, r"obs_length=41 exceeds video_length=40"),
+        ("hierarchy-2", {"obs_length": 40}, r"obs_length=40 equals video_length=40; there is nothing"),
+        ("autoreg", {"obs_length": -1}, r"obs_length must be >= 0, got -1"),
+        ("autoreg", {"video_length": 0}, r"video_length must be positive, got 0"),
+        ("autoreg", {"max_frames": -3}, r"max_frames must be positive, got -3"),
+        ("hierarchy-2", {"step_size": 0}, r"step_size must be positive, got 0"),
+        ("autoreg", {"step_size": 2.5}, r"step_size must be an integer, got 2.5"),
+        ("autoreg", {"max_frames": True}, r"max_frames must be an integer, got True"),
+        # FDM's retry runs out: no room for context before and after the targets.
+        ("hierarchy-2", {"max_frames": 3, "step_size": 2}, r"max_frames=3.*increase max_frames"),
+        # hierarchy-4's next level starts past the only missing frames (FDM: min() of an empty list).
+        (
+            "hierarchy-4",
+            {"video_length": 5, "obs_length": 2, "max_frames": 4, "step_size": 2},
+            r"level 2 finds no frame to generate at step 1",
+        ),
+    ],
+)
+def test_invalid_settings_raise(name: str, changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_strategy(name, **{**GOOD, **changes})
+
+
+def test_unknown_name_lists_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown inference strategy 'hierarchy'.*autoreg, hierarchy-2"):
+        build_strategy("hierarchy", **GOOD)
+    with pytest.raises(ValueError, match="unknown inference strategy"):
+        schedule("nope", **GOOD)
+
+
+def test_numpy_integer_settings_are_accepted() -> None:
+    strategy = build_strategy("autoreg", **{k: np.int64(v) for k, v in GOOD.items()})
+    assert all(type(v) is int for k, v in strategy.params().items() if k != "name")
+
+
+def test_registry() -> None:
+    required = {"autoreg", "long-range", "hierarchy-2", "hierarchy-3", "hierarchy-4", "hierarchy-5"}
+    assert required <= set(STRATEGIES)
+    for name, cls in STRATEGIES.items():
+        assert issubclass(cls, Strategy) and cls.name == name
+
+
+class _Stuck(Strategy):
+    """Always re-targets frame 0: the base class must stop it instead of looping forever."""
+
+    name = "stuck"
+
+    def next_indices(self) -> Step:
+        return [0], [0]
+
+
+class _Peeking(Strategy):
+    """Observes a frame that is not done yet."""
+
+    name = "peeking"
+
+    def next_indices(self) -> Step:
+        return [self.video_length - 1], [max(self.done) + 1]
+
+
+def test_step_without_new_frames_is_an_error() -> None:
+    with pytest.raises(ScheduleError, match=r"step 0 generates no new frame"):
+        list(_Stuck(video_length=4, obs_length=1, max_frames=2, step_size=1))
+
+
+def test_observing_undone_frame_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match=r"observes frames \[3\]"):
+        list(_Peeking(video_length=4, obs_length=1, max_frames=2, step_size=1))
+
+
+# --- plot ------------------------------------------------------------------------------------------
+
+
+def test_plot_writes_png(tmp_path: Path) -> None:
+    steps = schedule("hierarchy-2", video_length=40, obs_length=10, max_frames=20, step_size=10)
+    out = plot_schedule(steps, 40, 10, tmp_path / "sub" / "schedule.png")
+    assert out == tmp_path / "sub" / "schedule.png"
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    assert [p.name for p in out.parent.iterdir()] == ["schedule.png"]  # no temp file left behind
+
+
+def test_plot_rejects_out_of_range_indices(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"step 0 has frame indices \[12\]"):
+        plot_schedule([([0], [12])], 10, 1, tmp_path / "bad.png")
+    assert not list(tmp_path.iterdir())

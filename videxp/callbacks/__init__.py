@@ -1,0 +1,1 @@
+"""Lightning callbacks shared by every trainable model."""

@@ -1,0 +1,57 @@
+"""The one request between the sampling loop and every model family: observed frames in, target frames out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a generator can do; the sampling loop and strategies check requests against it."""
+
+    max_frames: int  # most frames (observed + target) in one call
+    index_patterns: tuple[str, ...] = (
+        "any",
+    )  # "any" | "next_frame" | "head_then_chunk" | "first_image_chunk"
+    strategies: tuple[str, ...] | None = None  # inference strategies it supports; None = all
+    frame_rule: str | None = None  # e.g. "4k+1" for Wan; None = any count
+    fps: float | None = None  # native frame rate, where the model has one
+    conditioning: tuple[str, ...] = ()  # "class_label", "prompt", "first_image", ...
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Generator(ABC):
+    """Generates frames at `target` indices given frames at `observed` indices.
+
+    Frames are float tensors in [-1, 1], shape [B, T, C, H, W]. `observed` and `target` are
+    absolute 0-based frame indices exactly as the strategy emitted them (they may repeat and
+    need not be sorted). `seeds` holds one integer per batch row; all randomness of row b
+    must come from seeds[b] so results do not depend on batch composition.
+    """
+
+    capabilities: Capabilities
+
+    @abstractmethod
+    def generate(
+        self,
+        frames: torch.Tensor,  # [B, T_obs, C, H, W] in [-1, 1], in the order of `observed`
+        observed: list[int],
+        target: list[int],
+        cond: dict[str, Any],
+        seeds: list[int],
+    ) -> torch.Tensor:  # [B, T_target, C, H, W] in [-1, 1]
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Settings to record in the sample manifest (checkpoint, sampler, steps, ...)."""
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "capabilities": self.capabilities.to_dict(),
+        }

@@ -1,0 +1,8 @@
+"""Video evaluation metrics on one streaming interface (PSNR, SSIM) and the report writer."""
+
+from videxp.metrics.base import FrameMetric, Metric
+from videxp.metrics.psnr import PSNR
+from videxp.metrics.report import format_table, write_report
+from videxp.metrics.ssim import SSIM
+
+__all__ = ["Metric", "FrameMetric", "PSNR", "SSIM", "write_report", "format_table"]

@@ -1,0 +1,344 @@
+"""Streaming metric interface: `Metric` (any statistic over videos) and `FrameMetric` (per-frame scores)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+REDUCTIONS = ("mean", "best")
+RANGE_TOLERANCE = 1e-2  # inputs must lie in [0, 1] up to this slack (catches [-1, 1] and [0, 255] inputs)
+# On CPU, frames are validated and scored in cache-sized slices of about this many bytes (float64).
+CPU_CHUNK_BYTES = 4 * 2**20
+
+
+def _as_index(values: Sequence[int] | torch.Tensor | np.ndarray, what: str, length: int) -> np.ndarray:
+    """Integer index array of exactly `length` entries, or a ValueError naming `what`."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D sequence of ints, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what} must hold integers, got dtype {arr.dtype}")
+    if arr.shape[0] != length:
+        raise ValueError(f"{what} has {arr.shape[0]} entries, expected {length}")
+    return arr.astype(np.int64, copy=False)
+
+
+def check_frame_values(x: torch.Tensor, name: str) -> None:
+    """ValueError unless every value of `x` is finite and in [0, 1] (up to `RANGE_TOLERANCE`)."""
+    lo_t, hi_t = torch.aminmax(x)  # one pass; NaN propagates into both, inf shows up as an extreme
+    lo, hi = float(lo_t), float(hi_t)
+    if math.isnan(lo) or math.isnan(hi):
+        raise ValueError(f"{name} contains NaN values")
+    if math.isinf(lo) or math.isinf(hi):
+        raise ValueError(f"{name} contains inf values")
+    if lo < -RANGE_TOLERANCE or hi > 1.0 + RANGE_TOLERANCE:
+        raise ValueError(
+            f"{name} values span [{lo:.4g}, {hi:.4g}]; metrics expect [0, 1] "
+            "(map [-1, 1] with (x + 1) / 2, uint8 with x / 255, and clamp model outputs)"
+        )
+
+
+def check_video_batch(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    video_index: Sequence[int] | torch.Tensor | np.ndarray,
+    sample_index: Sequence[int] | torch.Tensor | np.ndarray,
+    frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    *,
+    check_values: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate one `update` call; return (video [B], sample [B], frame [T]) as int64 arrays.
+
+    `pred` and `target` must be floating-point tensors of identical shape [B, T, C, H, W]; with
+    `check_values` their values are checked too (`check_frame_values`; callers that stream through
+    the frames in slices pass False and check each slice). `frame_index` defaults to 0..T-1 and must
+    not repeat.
+    """
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"pred and target must be torch tensors, got {type(pred).__name__}, {type(target).__name__}"
+        )
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target shapes differ: pred {tuple(pred.shape)} vs target {tuple(target.shape)}"
+        )
+    if pred.ndim != 5:
+        raise ValueError(f"expected [B, T, C, H, W] tensors, got pred of shape {tuple(pred.shape)}")
+    if not (pred.is_floating_point() and target.is_floating_point()):
+        raise TypeError(
+            f"pred and target must be floating point in [0, 1], got {pred.dtype} and {target.dtype} "
+            "(convert uint8 with x.float() / 255)"
+        )
+    b, t = pred.shape[:2]
+    if pred.numel() == 0:
+        raise ValueError(f"pred and target are empty: shape {tuple(pred.shape)}")
+    if check_values:
+        check_frame_values(pred, "pred")
+        check_frame_values(target, "target")
+    video = _as_index(video_index, "video_index", b)
+    sample = _as_index(sample_index, "sample_index", b)
+    frame = np.arange(t, dtype=np.int64) if frame_index is None else _as_index(frame_index, "frame_index", t)
+    if np.unique(frame).size != frame.size:
+        raise ValueError(f"frame_index repeats entries: {frame.tolist()}")
+    return video, sample, frame
+
+
+class Metric(ABC):
+    """A streaming evaluation metric over batches of (prediction, ground truth) videos.
+
+    Call `update` once per batch, then `compute` once at the end; `reset` clears the state. Inputs are
+    float tensors [B, T, C, H, W] in [0, 1] holding only the frames to score; `frame_index` gives their
+    absolute frame indices and `video_index` / `sample_index` name each row (sample = which of the K
+    stochastic predictions of that video). State is kept streaming: per-frame scalars for frame
+    metrics, running feature sums for distribution metrics such as FVD, never the videos themselves.
+    """
+
+    name: str = "metric"
+    higher_is_better: ClassVar[bool] = True
+
+    @abstractmethod
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        video_index: Sequence[int] | torch.Tensor | np.ndarray,
+        sample_index: Sequence[int] | torch.Tensor | np.ndarray,
+        frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Add one batch: pred/target [B, T, C, H, W] in [0, 1]; B video and sample ids; T frame ids."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, Any]:
+        """Final result: at least `value` (float) and `settings` (dict of every convention used)."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget every update."""
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Every convention that changes the number (window, data range, reduction, ...); JSON types."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+
+class FrameMetric(Metric):
+    """A metric scored per frame, kept per (video, sample, frame) and reduced in `compute`.
+
+    Subclasses implement `score_frames(pred, target)` on [N, C, H, W] batches returning [N] scores.
+    Reductions (`reduction`):
+
+    - ``"mean"``: mean over frames per (video, sample), then over samples per video, then over videos
+      (with complete data this is the plain mean over all values; JH / SRVP / FDM `read_eval.py`).
+    - ``"best"``: per video, the sample with the best time-averaged score (max if `higher_is_better`,
+      else min; ties go to the lowest sample index), then the mean over videos (SRVP best-of-K).
+
+    Scores are stored as float64 numpy arrays; `chunk_frames` bounds how many frames are scored at once.
+    """
+
+    def __init__(self, *, reduction: str = "mean", chunk_frames: int = 256, name: str | None = None) -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        if chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
+        self.reduction = reduction
+        self.chunk_frames = int(chunk_frames)
+        if name is not None:
+            self.name = name
+        # per update: video ids [B], sample ids [B], frame ids [T], values [B, T]
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._table_cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ----------------------------------------------------------------- to implement
+
+    @abstractmethod
+    def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scores [N] for frame batches pred, target [N, C, H, W] in [0, 1] (batched, no per-frame loop)."""
+
+    def settings(self) -> dict[str, Any]:
+        """Reduction settings; subclasses add their own conventions."""
+        return {
+            "reduction": self.reduction,
+            "aggregation": (
+                "mean over frames per (video, sample), then mean over samples, then mean over videos"
+                if self.reduction == "mean"
+                else "mean over frames per (video, sample), best sample per video "
+                f"({'max' if self.higher_is_better else 'min'}), then mean over videos"
+            ),
+        }
+
+    # ----------------------------------------------------------------- streaming
+
+    @torch.no_grad()
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        video_index: Sequence[int] | torch.Tensor | np.ndarray,
+        sample_index: Sequence[int] | torch.Tensor | np.ndarray,
+        frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Score the B·T frames of pred/target [B, T, C, H, W] and keep one float64 per frame."""
+        video, sample, frame = check_video_batch(
+            pred, target, video_index, sample_index, frame_index, check_values=False
+        )
+        b, t = pred.shape[:2]
+        flat_pred = pred.reshape(b * t, *pred.shape[2:])  # [N, C, H, W]
+        flat_target = target.reshape(b * t, *target.shape[2:])  # [N, C, H, W]
+        step = self.chunk_frames
+        if pred.device.type == "cpu":  # cache-sized slices: value check and scoring read each slice once
+            step = min(step, max(1, CPU_CHUNK_BYTES // (8 * flat_pred[0].numel())))
+        scores = []
+        for start in range(0, b * t, step):
+            stop = min(start + step, b * t)
+            p, q = flat_pred[start:stop], flat_target[start:stop]  # [n, C, H, W]
+            check_frame_values(p, "pred")
+            check_frame_values(q, "target")
+            s = self.score_frames(p, q)  # [n]
+            if s.shape != (stop - start,):
+                raise RuntimeError(
+                    f"{type(self).__name__}.score_frames returned shape {tuple(s.shape)}, "
+                    f"expected ({stop - start},)"
+                )
+            scores.append(s.detach().to("cpu", torch.float64))
+        values = torch.cat(scores).numpy().reshape(b, t)  # [B, T]
+        if np.isnan(values).any():
+            raise ValueError(f"{self.name} produced NaN scores")
+        self._chunks.append((video, sample, frame, values))
+        self._table_cache = None
+
+    def reset(self) -> None:
+        """Forget every update."""
+        self._chunks = []
+        self._table_cache = None
+
+    def merge(self, other: FrameMetric) -> None:
+        """Add another instance's values (e.g. from another shard); settings must match exactly."""
+        if type(other) is not type(self) or other.settings() != self.settings():
+            raise ValueError(f"cannot merge {other!r} into {self!r}: different metric or settings")
+        self._chunks.extend(other._chunks)
+        self._table_cache = None
+
+    # ----------------------------------------------------------------- views
+
+    def _table(self) -> tuple[np.ndarray, np.ndarray]:
+        """All values as keys [M, 3] (video, sample, frame), sorted, and values [M]; raises on duplicates."""
+        if self._table_cache is not None:
+            return self._table_cache
+        if not self._chunks:
+            raise RuntimeError(f"{self.name}: no frames scored yet (call update first)")
+        keys, vals = [], []
+        for video, sample, frame, values in self._chunks:
+            b, t = values.shape
+            keys.append(
+                np.stack([np.repeat(video, t), np.repeat(sample, t), np.tile(frame, b)], axis=1)  # [B*T, 3]
+            )
+            vals.append(values.reshape(-1))
+        k = np.concatenate(keys)  # [M, 3]
+        v = np.concatenate(vals)  # [M]
+        order = np.lexsort((k[:, 2], k[:, 1], k[:, 0]))
+        k, v = k[order], v[order]
+        dup = np.flatnonzero((k[1:] == k[:-1]).all(axis=1))
+        if dup.size:
+            vi, si, fi = k[dup[0]].tolist()
+            raise ValueError(
+                f"{self.name}: (video={vi}, sample={si}, frame={fi}) was scored more than once "
+                f"({dup.size} duplicate entries in all)"
+            )
+        self._table_cache = (k, v)
+        return k, v
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """One dict {video, sample, frame, value} per scored frame, sorted by (video, sample, frame)."""
+        keys, values = self._table()
+        for (video, sample, frame), value in zip(keys.tolist(), values.tolist()):
+            yield {"video": video, "sample": sample, "frame": frame, "value": value}
+
+    def axes(self) -> dict[str, np.ndarray]:
+        """Sorted distinct video, sample and frame indices: the labels of `as_array`'s three axes."""
+        keys, _ = self._table()
+        return {
+            "video": np.unique(keys[:, 0]),
+            "sample": np.unique(keys[:, 1]),
+            "frame": np.unique(keys[:, 2]),
+        }
+
+    def as_array(self) -> np.ndarray:
+        """Values as float64 [V, S, F] over the sorted distinct ids of `axes()`; NaN where not scored."""
+        keys, values = self._table()
+        out_idx, sizes = [], []
+        for col in range(3):
+            labels, inverse = np.unique(keys[:, col], return_inverse=True)
+            out_idx.append(inverse.reshape(-1))
+            sizes.append(labels.size)
+        arr = np.full(sizes, np.nan, dtype=np.float64)  # [V, S, F]
+        arr[out_idx[0], out_idx[1], out_idx[2]] = values
+        return arr
+
+    # ----------------------------------------------------------------- result
+
+    def compute(self) -> dict[str, Any]:
+        """Reduce the kept values (see the class docstring).
+
+        Returns `value`; `std` and `sem` of the per-video values (ddof 1; NaN for a single video);
+        `num_videos`, `num_samples` (distinct sample ids), `num_frames` (distinct frame ids),
+        `num_values` (scored frames in all); `frames` (the frame ids) with `per_frame_mean` and
+        `per_frame_sem` over videos at each of them (of the sample mean per video for ``"mean"``, of the
+        chosen sample for ``"best"``); `best_sample` (sample id per video, sorted video ids) for ``"best"``;
+        `higher_is_better`; and `settings`.
+        """
+        arr = self.as_array()  # [V, S, F]
+        axes = self.axes()
+        num_videos = arr.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # all-NaN slices: (video, sample) pairs not scored
+            per_vs = np.nanmean(arr, axis=2)  # [V, S]
+            best_sample = None
+            if self.reduction == "mean":
+                per_video = np.nanmean(per_vs, axis=1)  # [V]
+                per_video_frame = np.nanmean(arr, axis=1)  # [V, F]
+            else:
+                fill = -np.inf if self.higher_is_better else np.inf
+                filled = np.where(np.isnan(per_vs), fill, per_vs)
+                best = filled.argmax(axis=1) if self.higher_is_better else filled.argmin(axis=1)  # [V]
+                rows = np.arange(num_videos)
+                per_video = per_vs[rows, best]  # [V]
+                per_video_frame = arr[rows, best, :]  # [V, F]
+                best_sample = axes["sample"][best].tolist()
+            per_frame_mean = np.nanmean(per_video_frame, axis=0)  # [F]
+            counts = (~np.isnan(per_video_frame)).sum(axis=0)  # [F]
+            per_frame_sem = np.nanstd(per_video_frame, axis=0, ddof=1) / np.sqrt(counts)  # [F]
+        value = float(np.mean(per_video))
+        std = float(np.std(per_video, ddof=1)) if num_videos > 1 else math.nan
+        result: dict[str, Any] = {
+            "value": value,
+            "std": std,
+            "sem": std / math.sqrt(num_videos) if num_videos > 1 else math.nan,
+            "higher_is_better": self.higher_is_better,
+            "reduction": self.reduction,
+            "num_videos": int(num_videos),
+            "num_samples": int(arr.shape[1]),
+            "num_frames": int(arr.shape[2]),
+            "num_values": int(self._table()[1].size),
+            "frames": axes["frame"].tolist(),
+            "per_frame_mean": per_frame_mean.tolist(),
+            "per_frame_sem": per_frame_sem.tolist(),
+            "settings": self.settings(),
+        }
+        if best_sample is not None:
+            result["best_sample"] = best_sample
+        return result

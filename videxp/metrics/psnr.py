@@ -1,0 +1,73 @@
+"""Peak signal-to-noise ratio per frame (JH convention by default; FDM per-channel variant)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from videxp.metrics.base import CPU_CHUNK_BYTES, FrameMetric
+
+
+class PSNR(FrameMetric):
+    """PSNR in dB per frame, computed in float64, higher is better.
+
+    Default (JH / SRVP): MSE over (C, H, W) of one frame, PSNR = 10·log10(data_range² / MSE), capped at
+    `max_db`. With data_range 1 the cap at 100 dB is exactly JH's rule "MSE < 1e-10 → 100"; identical
+    frames give `max_db` (or +inf when `max_db=None`). `per_channel=True` is FDM's legacy skimage
+    call per 2-D channel: PSNR of each channel (each capped) averaged over channels. Frame scores are
+    then averaged (never the PSNR of a pooled MSE, as torchmetrics' default does).
+    """
+
+    name = "psnr"
+    higher_is_better = True
+
+    def __init__(
+        self,
+        *,
+        data_range: float = 1.0,
+        max_db: float | None = 100.0,
+        per_channel: bool = False,
+        reduction: str = "mean",
+        chunk_frames: int = 256,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(reduction=reduction, chunk_frames=chunk_frames, name=name)
+        if not data_range > 0:
+            raise ValueError(f"data_range must be positive, got {data_range}")
+        if max_db is not None and not math.isfinite(max_db):
+            raise ValueError(f"max_db must be finite or None, got {max_db}")
+        self.data_range = float(data_range)
+        self.max_db = None if max_db is None else float(max_db)
+        self.per_channel = bool(per_channel)
+
+    def settings(self) -> dict[str, Any]:
+        """PSNR conventions plus the reduction."""
+        return {
+            "data_range": self.data_range,
+            "max_db": self.max_db,
+            "per_channel": self.per_channel,
+            "mse_over": "(H, W), PSNR averaged over channels" if self.per_channel else "(C, H, W)",
+            "dtype": "float64",
+            **super().settings(),
+        }
+
+    def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """PSNR [N] of pred vs target [N, C, H, W]."""
+        n = pred.shape[0]
+        step = n if pred.device.type == "cuda" else max(1, CPU_CHUNK_BYTES // (8 * pred[0].numel()))
+        dims = (2, 3) if self.per_channel else (1, 2, 3)
+        mse_chunks = []
+        for start in range(0, n, step):
+            diff = pred[start : start + step].to(torch.float64) - target[start : start + step].to(
+                torch.float64
+            )
+            mse_chunks.append(diff.square_().mean(dim=dims))  # [n, C] or [n]
+        mse = torch.cat(mse_chunks)  # [N, C] or [N]
+        psnr = 10.0 * torch.log10(self.data_range**2 / mse)  # inf where mse == 0
+        if self.max_db is not None:
+            psnr = psnr.clamp(max=self.max_db)
+        if self.per_channel:
+            psnr = psnr.mean(dim=1)  # [N]
+        return psnr

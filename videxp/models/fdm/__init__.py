@@ -1,0 +1,1 @@
+"""Flexible Diffusion Models (Harvey et al. 2022): video UNet, Gaussian diffusion, checkpoints."""

@@ -1,0 +1,160 @@
+"""FDM as a LightningModule: FDM's training batches, epsilon-prediction DDPM loss, EMA weights."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from videxp.models.fdm.batching import build_training_batch
+from videxp.models.fdm.checkpoint import load_fdm_checkpoint, save_fdm_checkpoint
+from videxp.models.fdm.diffusion import GaussianDiffusion
+from videxp.models.fdm.generator import FDMGenerator
+from videxp.models.fdm.unet import FDMUNet
+from videxp.utils.seeding import derive_seed, torch_generator
+
+
+def net_config(
+    size: str, presets: dict[str, dict], image_size: int, net: dict | None = None
+) -> dict[str, Any]:
+    """FDM's own config dict (the `config` of its checkpoints) for a named preset plus overrides."""
+    if size not in presets:
+        raise ValueError(f"unknown FDM size {size!r}; presets: {sorted(presets)}")
+    config = {
+        "image_size": image_size,
+        "num_heads_upsample": -1,
+        "dropout": 0.0,
+        "learn_sigma": False,
+        "use_scale_shift_norm": True,
+        "use_rpe_net": True,
+        "use_checkpoint": False,
+        **presets[size],
+        **(net or {}),
+    }
+    if config.get("channel_mult") is None:
+        config.pop("channel_mult", None)  # FDM's rule by image size
+    return config
+
+
+class FDMModule(L.LightningModule):
+    """Trains FDM's UNet on whole videos; `generator()` gives the sampler for videxp-sample."""
+
+    sampling_keys = ("sampling",)  # taken from the sample-time config when loading a checkpoint
+
+    def __init__(
+        self,
+        size: str,
+        presets: dict[str, dict],
+        image_size: int,
+        max_frames: int,
+        net: dict | None = None,
+        diffusion: dict | None = None,
+        sampling: dict | None = None,
+        optim: dict | None = None,
+        ema: dict | None = None,
+        pad_with_random_frames: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.fdm_config = net_config(size, presets, image_size, net)
+        self.net = FDMUNet.from_fdm_config(self.fdm_config)
+        self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
+        self.diffusion = GaussianDiffusion(**(diffusion or {}))
+        self.max_frames = max_frames
+        self.sampling = dict(sampling or {})
+        self.optim = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999), **(optim or {})}
+        self.ema = {"rate": 0.9999, "warmup": False, **(ema or {})}
+        self.pad_with_random_frames = pad_with_random_frames
+        self.seed = seed
+
+    # ----------------------------------------------------------------- training
+    def _loss(self, videos: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """FDM's loss on one batch of whole videos [B, T, C, H, W]."""
+        tb = build_training_batch(videos, self.max_frames, g, self.pad_with_random_frames)
+        B = videos.shape[0]
+        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=g).to(self.device)
+        noise = torch.randn(tb.frames.shape, generator=g, dtype=tb.frames.dtype).to(self.device)
+        # padding frames are trained as unconditional frames of their own group (FDM)
+        loss_mask = (1.0 - tb.obs_mask) if self.pad_with_random_frames else tb.latent_mask
+
+        def model_fn(x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
+            return self.net(
+                x_t,
+                x0=tb.frames,
+                timesteps=t_model,
+                frame_indices=tb.frame_indices.to(self.device),
+                obs_mask=tb.obs_mask,
+                latent_mask=tb.latent_mask,
+            )
+
+        losses = self.diffusion.training_losses(model_fn, tb.frames, t, noise, tb.obs_mask, loss_mask)
+        return losses.mean()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        # batch randomness depends on (seed, step) only, so a resumed run draws what it would have drawn
+        g = torch_generator(derive_seed(self.seed, self.global_step))
+        loss = self._loss(batch["video"], g)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        g = torch_generator(derive_seed(self.seed, 1_000_003, batch_idx))  # same masks at every validation
+        loss = self._loss(batch["video"], g)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.net.parameters(),
+            lr=self.optim["lr"],
+            weight_decay=self.optim["weight_decay"],
+            betas=tuple(self.optim["betas"]),
+        )
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        rate = float(self.ema["rate"])
+        if self.ema["warmup"]:
+            step = self.global_step
+            rate = min(rate, (1 + step) / (10 + step))
+        with torch.no_grad():
+            ema = list(self.ema_net.parameters())
+            torch._foreach_lerp_(ema, list(self.net.parameters()), 1.0 - rate)
+
+    # ----------------------------------------------------------------- sampling
+    def generator(self, use_ema: bool | None = None) -> FDMGenerator:
+        """The sampler over this module's (EMA by default) weights and sampling settings."""
+        s = self.sampling
+        use_ema = s.get("use_ema", True) if use_ema is None else use_ema
+        return FDMGenerator(
+            self.ema_net if use_ema else self.net,
+            self.diffusion,
+            max_frames=self.max_frames,
+            timestep_respacing=s.get("timestep_respacing") or None,
+            use_ddim=s.get("use_ddim", False),
+            eta=s.get("eta", 0.0),
+            clip_denoised=s.get("clip_denoised", True),
+            describe_extra={"use_ema": use_ema, "fdm_config": self.fdm_config, "max_frames": self.max_frames},
+        )
+
+    # ----------------------------------------------------------------- FDM's checkpoint format
+    def load_weights(self, path: str | Path) -> int:
+        """Load FDM's released `{"state_dict", "config", "step"}` file into both the net and the EMA net.
+
+        The network is rebuilt from the file's own config; returns the file's step.
+        """
+        net, config, step = load_fdm_checkpoint(path)
+        self.fdm_config = config
+        self.net = net
+        self.ema_net = copy.deepcopy(net).requires_grad_(False)
+        if "max_frames" in config:
+            self.max_frames = int(config["max_frames"])
+        return step
+
+    def export_fdm(self, path: str | Path, use_ema: bool = True) -> None:
+        """Write the (EMA) weights in FDM's own checkpoint format, readable by FDM's scripts."""
+        config = {**self.fdm_config, "max_frames": self.max_frames}
+        save_fdm_checkpoint(path, self.ema_net if use_ema else self.net, config, self.global_step)

@@ -1,0 +1,38 @@
+"""Per-sample seeds that depend only on (seed, video index, sample index, ...)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys, e.g. (run seed, video, sample, step).
+
+    Independent of batch composition, process, or shard, so a run split into pieces draws
+    exactly the randomness of the unsplit run.
+    """
+    if any(int(k) < 0 for k in keys):
+        raise ValueError(f"seed keys must be non-negative, got {keys}")
+    state = np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch.Generator on `device` seeded with `seed`."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return g
+
+
+def row_generators(seeds: list[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per batch row, row b seeded with seeds[b]."""
+    return [torch_generator(s, device) for s in seeds]
+
+
+def randn_rows(
+    generators: list[torch.Generator], shape: tuple[int, ...], device=None, dtype=None
+) -> torch.Tensor:
+    """Standard normal noise [len(generators), *shape]; row b is drawn from generators[b] alone."""
+    rows = [torch.randn(shape, generator=g, device=device or g.device, dtype=dtype) for g in generators]
+    return torch.stack(rows)
