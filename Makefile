@@ -1,11 +1,13 @@
 # videxp — `make help` lists the targets.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The torch/torchvision pair that installs from the local wheel cache (CPU machines here); override for CUDA.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+# Extra Hydra overrides for the demo, e.g. DEMO_ARGS='trainer.max_steps=20000'
+DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-full lint format bench clean
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## Create .venv and install videxp with its dev tools (idempotent)
 
 demo: $(STAMP)  ## Train a tiny FDM on moving_shapes, sample, evaluate (CPU, a few minutes)
-	$(BIN)/python -m videxp.demo
+	$(BIN)/python -m videxp.demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## Run the test suite (everything but `slow` and `gpu` tests)
 	$(BIN)/python -m pytest -q

@@ -298,3 +298,28 @@ def test_sampling_with_the_unet():
     assert torch.equal(both[obs > 0], x0[obs > 0])
     # equal up to float32 kernels that depend on the batch size (amplified by 1/sqrt(abar) at high noise)
     torch.testing.assert_close(alone[0], both[0], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(timestep_respacing=None),
+        dict(timestep_respacing="25"),
+        dict(timestep_respacing="ddim25", use_ddim=True),
+    ],
+    ids=["full-chain", "respaced", "ddim"],
+)
+def test_oracle_denoiser_recovers_its_target(kw):
+    """With the exact noise prediction for a fixed clean video, every sampler ends at that video."""
+    d = GaussianDiffusion(1000)
+    x0, obs = _cond()
+    target = torch.rand_like(x0) * 1.6 - 0.8  # [B, T, C, H, W], the video the oracle denoises towards
+    abar = torch.from_numpy(d.base.alphas_cumprod).float()
+
+    def oracle(x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
+        a = abar[t_model.round().long()].view(-1, *[1] * (x_t.ndim - 1))
+        return (x_t - a.sqrt() * target) / (1 - a).sqrt()
+
+    out = d.sample(oracle, x0.shape, x0, obs, generators=gens(1, 2), **kw)
+    latent = obs == 0
+    assert torch.allclose(out[latent], target[latent], atol=2e-3)

@@ -175,3 +175,14 @@ def test_cli_entry_points(in_tmp):
     )
     assert "psnr" in out.stdout and (in_tmp / "outputs/evaluate/cli/metrics.json").is_file()
     assert ROOT.joinpath("conf", "train.yaml").is_file()
+
+
+def test_wandb_offline_run_holds_the_validation_video(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    over = [*TINY, "logger=wandb", "trainer.max_steps=2", "trainer.val_check_interval=2"]
+    train.run(compose_cfg("train", over, tmp_path))
+    assert (tmp_path / "val_samples" / "step_0000002.gif").stat().st_size > 0
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "one offline wandb run under the run folder"
+    assert list(runs[0].glob("files/media/videos/val/samples_*.gif"))

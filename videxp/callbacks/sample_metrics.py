@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import complete_videos, resolve_inference
 from videxp.metrics import PSNR, SSIM
-from videxp.video import make_grid, to_float, to_uint8
+from videxp.video import to_float, to_uint8, write_grid
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,12 @@ class SampleMetrics(L.Callback):
             self._log_grid(trainer, videos[:, :T], samples)
 
     def _log_grid(self, trainer: L.Trainer, real: torch.Tensor, fake: torch.Tensor) -> None:
-        grid = make_grid([[r, f] for r, f in zip(to_uint8(real.cpu()), to_uint8(fake.cpu()), strict=True)])
+        """Write <run>/val_samples/step_<n>.gif (rows: videos; columns: ground truth, sample) and hand the
+        file to loggers that take videos (wandb), so no video encoder beyond ours is needed."""
+        rows = [[r, f] for r, f in zip(to_uint8(real.cpu()), to_uint8(fake.cpu()), strict=True)]
+        path = Path(trainer.default_root_dir) / "val_samples" / f"step_{trainer.global_step:07d}.gif"
+        write_grid(path, rows, fps=self.fps)
         for logger in trainer.loggers:
             log_video: Any = getattr(logger, "log_video", None)
-            if log_video is not None:  # wandb: uint8 [T, C, H, W] with an explicit fps
-                log_video(
-                    "val/samples",
-                    [np.ascontiguousarray(grid.transpose(0, 3, 1, 2))],
-                    step=trainer.global_step,
-                    fps=[self.fps],
-                )
+            if log_video is not None:
+                log_video("val/samples", [str(path)], step=trainer.global_step, format=["gif"])

@@ -23,17 +23,7 @@ def net_config(
     """FDM's own config dict (the `config` of its checkpoints) for a named preset plus overrides."""
     if size not in presets:
         raise ValueError(f"unknown FDM size {size!r}; presets: {sorted(presets)}")
-    config = {
-        "image_size": image_size,
-        "num_heads_upsample": -1,
-        "dropout": 0.0,
-        "learn_sigma": False,
-        "use_scale_shift_norm": True,
-        "use_rpe_net": True,
-        "use_checkpoint": False,
-        **presets[size],
-        **(net or {}),
-    }
+    config = {"image_size": image_size, **presets[size], **(net or {})}  # other keys: FDM's defaults
     if config.get("channel_mult") is None:
         config.pop("channel_mult", None)  # FDM's rule by image size
     return config
