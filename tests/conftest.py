@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+
+from videxp import weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -50,7 +56,33 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _quiet_env():
+def _offline_env():
+    """Tests never reach the network: no weight downloads, wandb offline."""
+    os.environ["VIDEXP_OFFLINE"] = "1"
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     yield
+
+
+@pytest.fixture
+def alex_state(tmp_path, monkeypatch) -> dict[str, torch.Tensor]:
+    """A seeded random torchvision AlexNet saved under torchvision's file name in a tmp TORCH_HOME."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("VIDEXP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VIDEXP_OFFLINE", "1")  # nothing may be downloaded
+    state = _random_alex_state()
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    path = folder / weights.WEIGHTS["alexnet"].filename
+    torch.save(state, path)
+    # the random file cannot match the real sha256: pin this file's own digest instead
+    spec = dataclasses.replace(weights.WEIGHTS["alexnet"], sha256=weights.sha256_file(path))
+    monkeypatch.setitem(weights.WEIGHTS, "alexnet", spec)
+    return state
+
+
+@functools.cache
+def _random_alex_state() -> dict[str, torch.Tensor]:
+    """torchvision AlexNet with seeded random weights (built once per session: init is slow)."""
+    torch.manual_seed(0)
+    return torchvision.models.alexnet(weights=None).state_dict()

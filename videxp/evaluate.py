@@ -1,4 +1,4 @@
-"""videxp-evaluate: score a samples folder against the reference clips its manifest names."""
+"""videxp-evaluate: score a samples folder against its reference clips, or two video folders."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import MANIFEST
-from videxp.metrics import format_table, write_report
+from videxp.metrics import Metric, format_table, write_report
+from videxp.metrics.folders import folder_identity, list_videos, pair_folders, read_checked
 from videxp.models.loading import device_from
+from videxp.utils.io import write_json
 from videxp.utils.provenance import provenance
 from videxp.video import read_video, to_float
 
@@ -57,17 +59,60 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return (x + 1.0) / 2.0
 
 
-def run(cfg: DictConfig) -> dict[str, dict]:
-    """Evaluate `cfg.eval_dir` with every metric in `cfg.metric`; returns {metric name: result}."""
+def _build_metrics(cfg: DictConfig, metrics: dict[str, Metric] | None) -> dict[str, Metric]:
+    built = (
+        metrics if metrics is not None else {n: instantiate(node) for n, node in (cfg.metric or {}).items()}
+    )
+    if not built:
+        raise ValueError("no metric selected; e.g. metric=[psnr,ssim]")
+    return built
+
+
+def _is_distribution(metric: Metric) -> bool:
+    """Distribution metrics (FVD) take reference and generated videos separately (no pairing needed)."""
+    return hasattr(metric, "update_real") and hasattr(metric, "update_fake")
+
+
+def run(cfg: DictConfig, metrics: dict[str, Metric] | None = None) -> dict[str, dict]:
+    """Evaluate with every metric in `cfg.metric` (or the given `metrics` objects); returns {name: result}.
+
+    Two modes, exactly one of which must be given: `eval_dir=` (a samples folder of videxp-sample, scored
+    against the dataset clips its manifest names) or `real_dir=` + `fake_dir=` (two video folders).
+    """
+    eval_dir, real_dir, fake_dir = cfg.get("eval_dir"), cfg.get("real_dir"), cfg.get("fake_dir")
+    if (eval_dir is not None) == (real_dir is not None or fake_dir is not None):
+        raise ValueError(
+            "give exactly one input mode: eval_dir=<samples folder> or real_dir=<folder> fake_dir=<folder> "
+            f"(got eval_dir={eval_dir}, real_dir={real_dir}, fake_dir={fake_dir})"
+        )
+    if eval_dir is None and (real_dir is None or fake_dir is None):
+        raise ValueError(f"folder mode needs both real_dir and fake_dir (got {real_dir}, {fake_dir})")
+    if eval_dir is not None:
+        return run_samples(cfg, _build_metrics(cfg, metrics))
+    return run_folders(cfg, _build_metrics(cfg, metrics))
+
+
+def run_samples(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
+    """Score `cfg.eval_dir` (samples + manifest) against the reference clips of its dataset."""
     eval_dir = Path(cfg.eval_dir)
     manifest = load_manifest(eval_dir)
     frames = scored_frames(cfg.evaluate, manifest)
     device = device_from(cfg.device)
     dataset = instantiate(OmegaConf.create(manifest["dataset"])).dataset(manifest["split"])
-    metrics = {name: instantiate(node) for name, node in (cfg.metric or {}).items()}
-    if not metrics:
-        raise ValueError("no metric selected; e.g. metric=[psnr,ssim]")
     T = int(manifest["inference"]["video_length"])
+    for metric in metrics.values():
+        if hasattr(metric, "set_reference_identity"):
+            metric.set_reference_identity(
+                {
+                    "dataset": manifest["dataset"],
+                    "split": manifest["split"],
+                    "videos": sorted({int(e["video"]) for e in manifest["samples"]}),
+                    "video_length": T,
+                    "frames": [0, T]
+                    if getattr(metric, "wants_full_video", False)
+                    else [frames.start, frames.stop],
+                }
+            )
     for group in _batches(manifest["samples"], cfg.evaluate.batch_size):
         preds, reals = [], []
         for e in group:
@@ -80,15 +125,18 @@ def run(cfg: DictConfig) -> dict[str, dict]:
                 )
             preds.append(to_float(video))
             reals.append(real)
-        pred = to_unit(torch.stack(preds)[:, frames.start : frames.stop]).to(device)  # [B, F, C, H, W]
-        real = to_unit(torch.stack(reals)[:, frames.start : frames.stop]).to(device)
+        full_pred = to_unit(torch.stack(preds)).to(device)  # [B, T, C, H, W]
+        full_real = to_unit(torch.stack(reals)).to(device)
+        pred = full_pred[:, frames.start : frames.stop]  # [B, F, C, H, W]
+        real = full_real[:, frames.start : frames.stop]
         for metric in metrics.values():
+            full = getattr(metric, "wants_full_video", False)
             metric.update(
-                pred,
-                real,
+                full_pred if full else pred,
+                full_real if full else real,
                 video_index=[e["video"] for e in group],
                 sample_index=[e["sample"] for e in group],
-                frame_index=list(frames),
+                frame_index=list(range(T)) if full else list(frames),
             )
     results = {name: m.compute() for name, m in metrics.items()}
     extra = {
@@ -100,6 +148,103 @@ def run(cfg: DictConfig) -> dict[str, dict]:
     }
     out_dir = Path(cfg.evaluate.out_dir)
     write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)
+    print(format_table(results))
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    return results
+
+
+def _folder_frames(cfg_eval: DictConfig, t: int, path: Path) -> range:
+    """Frames [first_frame, last_frame) of a folder video (default: all of them)."""
+    first = cfg_eval.first_frame if cfg_eval.first_frame is not None else 0
+    last = cfg_eval.last_frame if cfg_eval.last_frame is not None else t
+    if not 0 <= first < last <= t:
+        raise ValueError(f"{path}: scored frames [{first}, {last}) are not inside its {t} frames")
+    return range(first, last)
+
+
+def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
+    """Score `cfg.fake_dir` against `cfg.real_dir`.
+
+    Frame metrics (PSNR, SSIM, ...) need both folders to hold the same ids (relative stems) with videos of
+    equal shape; distribution metrics (FVD) take the two sets separately, so counts may differ. With FVD a
+    flat `fvd.json` (workflow W1 fields) is written beside `metrics.json`.
+    """
+    real_dir, fake_dir = Path(cfg.real_dir), Path(cfg.fake_dir)
+    device = device_from(cfg.device)
+    dist = {n: m for n, m in metrics.items() if _is_distribution(m)}
+    paired = {n: m for n, m in metrics.items() if n not in dist}
+    reals, fakes = list_videos(real_dir), list_videos(fake_dir)
+    real_ids = {vid: i for i, vid in enumerate(reals)}
+    fake_ids = {vid: i for i, vid in enumerate(fakes)}
+    for metric in dist.values():
+        if hasattr(metric, "set_reference_identity"):
+            metric.set_reference_identity(folder_identity(real_dir, reals))
+        if hasattr(metric, "video_labels"):  # error messages name the files
+            metric.video_labels["reference"].update({i: str(reals[v]) for v, i in real_ids.items()})
+            metric.video_labels["generated"].update({i: str(fakes[v]) for v, i in fake_ids.items()})
+
+    def feed_dist(real: torch.Tensor | None, rid: int, fake: torch.Tensor | None, fid: int) -> None:
+        """Reference / generated video [T, C, H, W] in [0, 1] → every distribution metric."""
+        for metric in dist.values():
+            if real is not None:
+                metric.update_real(real[None].to(device), video_index=[rid])  # [1, T, C, H, W]
+            if fake is not None:
+                metric.update_fake(fake[None].to(device), video_index=[fid], sample_index=[0])
+
+    scored: set[tuple[int, int]] = set()
+    if paired:
+        for vid, rpath, fpath in pair_folders(real_dir, fake_dir):
+            real_u8, fake_u8 = read_checked(rpath), read_checked(fpath)  # [T, H, W, 3] uint8
+            if real_u8.shape != fake_u8.shape:
+                raise ValueError(
+                    f"paired videos differ in shape: {rpath} {real_u8.shape} vs {fpath} {fake_u8.shape} "
+                    "(frame metrics need equal length and size)"
+                )
+            real = to_unit(to_float(real_u8))  # [T, C, H, W] in [0, 1]
+            fake = to_unit(to_float(fake_u8))
+            frames = _folder_frames(cfg.evaluate, real.shape[0], rpath)
+            scored.add((frames.start, frames.stop))
+            for metric in paired.values():
+                metric.update(
+                    fake[None, frames.start : frames.stop].to(device),  # [1, F, C, H, W]
+                    real[None, frames.start : frames.stop].to(device),
+                    video_index=[real_ids[vid]],
+                    sample_index=[0],
+                    frame_index=list(frames),
+                )
+            feed_dist(real, real_ids[vid], fake, fake_ids[vid])
+    else:
+        for vid, path in reals.items():
+            feed_dist(to_unit(to_float(read_checked(path))), real_ids[vid], None, -1)
+        for vid, path in fakes.items():
+            feed_dist(None, -1, to_unit(to_float(read_checked(path))), fake_ids[vid])
+
+    results = {name: m.compute() for name, m in metrics.items()}
+    extra = {
+        "real_dir": str(real_dir.resolve()),
+        "fake_dir": str(fake_dir.resolve()),
+        "num_real_files": len(reals),
+        "num_fake_files": len(fakes),
+        "scored_frames": sorted(scored)[0] if len(scored) == 1 else [list(s) for s in sorted(scored)],
+    }
+    out_dir = Path(cfg.evaluate.out_dir)
+    write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)
+    fvd_name = "fvd" if "fvd" in dist else next(iter(dist), None)
+    if fvd_name is not None:  # workflow W1's flat fvd.json
+        res = results[fvd_name]
+        write_json(
+            out_dir / "fvd.json",
+            {
+                "fvd": res["value"],
+                "num_real_videos": res.get("num_real"),
+                "num_generated_videos": res.get("num_fake"),
+                "real_features_shape": res.get("real_features_shape"),
+                "generated_features_shape": res.get("generated_features_shape"),
+                "real_videos_dir": str(real_dir.resolve()),
+                "generated_videos_dir": str(fake_dir.resolve()),
+                "protocol": res.get("protocol"),
+            },
+        )
     print(format_table(results))
     print(f"metrics: {out_dir / 'metrics.json'}")
     return results

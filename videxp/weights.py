@@ -1,0 +1,435 @@
+"""Named pretrained weight files: where they live, where to fetch them, and how to verify them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from videxp.utils.io import atomic_path
+
+CHUNK_BYTES = 1 << 20  # read / write block size for hashing and downloads
+DOWNLOAD_TIMEOUT_S = 60.0  # socket timeout per URL (connect and each read)
+SIDECAR_SUFFIX = ".verified"  # `<file>.verified` caches digests keyed by the file's size and mtime
+_TRUE = {"1", "true", "yes", "on"}
+SUBDIRS = ("videxp", "torch")
+
+
+class WeightsError(RuntimeError):
+    """Base class for weight-file errors that are not a missing file."""
+
+
+class WeightsChecksumError(WeightsError):
+    """A downloaded or cached file does not match its expected sha256 / git blob id / size."""
+
+
+class WeightsDownloadError(WeightsError):
+    """Every URL of a weight failed to download (network or HTTP errors)."""
+
+
+class WeightsMissingError(FileNotFoundError):
+    """A weight file is not in the cache and may not be downloaded (offline or download=False)."""
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One named weight file.
+
+    `urls` are tried in order. Identity: `sha256` (hex), `git_blob` (git's blob id, SHA-1 of
+    ``b"blob <size>\\0" + content``, as `git hash-object` prints; for files only a repository vouches
+    for), `size` in bytes; every one given is checked, and a spec with none of them is not verified.
+    `subdir` picks the folder: ``"videxp"`` is `cache_dir()`, ``"torch"`` is torch's hub checkpoint
+    folder (`$TORCH_HOME/hub/checkpoints`, default ``~/.cache/torch/hub/checkpoints``), shared with
+    torchvision so a file placed there for torchvision is used as is.
+    """
+
+    name: str
+    filename: str
+    urls: tuple[str, ...] = ()
+    sha256: str | None = None
+    git_blob: str | None = None
+    size: int | None = None
+    subdir: str = "videxp"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.subdir not in SUBDIRS:
+            raise ValueError(f"weight {self.name!r}: subdir must be one of {SUBDIRS}, got {self.subdir!r}")
+        if not self.filename or Path(self.filename).name != self.filename:
+            raise ValueError(
+                f"weight {self.name!r}: filename must be a bare file name, got {self.filename!r}"
+            )
+        object.__setattr__(self, "urls", tuple(self.urls))
+        for field, length in (("sha256", 64), ("git_blob", 40)):
+            value = getattr(self, field)
+            if value is not None:
+                value = value.lower()
+                if len(value) != length or any(ch not in "0123456789abcdef" for ch in value):
+                    raise ValueError(
+                        f"weight {self.name!r}: {field} must be {length} hex digits, got {value!r}"
+                    )
+                object.__setattr__(self, field, value)
+        if self.size is not None and self.size < 0:
+            raise ValueError(f"weight {self.name!r}: size must be >= 0, got {self.size}")
+
+    @property
+    def path(self) -> Path:
+        """Where the file is (or would be) cached."""
+        return _folder(self.subdir) / self.filename
+
+    @property
+    def verifiable(self) -> bool:
+        """True when at least one of sha256, git_blob and size is known."""
+        return self.sha256 is not None or self.git_blob is not None or self.size is not None
+
+
+_WEIGHTS: list[WeightSpec] = [
+    WeightSpec(
+        name="i3d_torchscript",
+        filename="i3d_torchscript.pt",
+        urls=("https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",),
+        git_blob="93daef59c7ae0e9e8f76225521407e60cbafa6aa",
+        description=(
+            "StyleGAN-V I3D (TorchScript) for FVD. No published sha256; identity is the git blob id of the "
+            "copy in common_metrics_on_video_quality fvd/styleganv/ (check with `git hash-object FILE`)."
+        ),
+    ),
+    WeightSpec(
+        name="i3d_pretrained_400",
+        filename="i3d_pretrained_400.pt",
+        urls=(
+            "https://github.com/songweige/TATS/raw/main/tats/fvd/i3d_pretrained_400.pt",
+            "https://onedrive.live.com/download?cid=78EEF3EB6AE7DBCB&resid=78EEF3EB6AE7DBCB%21199"
+            "&authkey=AApKdFHPXzWLNyI",
+        ),
+        git_blob="a867b87ac3a9097d200598b1d48a1b890d8ec744",
+        description=(
+            "VideoGPT/TATS/cd-fvd I3D (Kinetics-400) for FVD. No published sha256; identity is the git blob "
+            "id stored by JH and TATS. Also on Google Drive (id 1mQK8KD8G6UWRa5t87SRMm5PVXtlpneJT) and in "
+            "the npurson/fid-metrics v1.0 release (download those by hand)."
+        ),
+    ),
+    WeightSpec(
+        name="alexnet",
+        filename="alexnet-owt-7be5be79.pth",
+        urls=("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",),
+        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+        subdir="torch",
+        description=(
+            "torchvision AlexNet IMAGENET1K_V1 (LPIPS alex backbone); sha256 from a third-party manifest, "
+            "its prefix matches the file name. Legacy name alexnet-owt-4df8aa71.pth is not used."
+        ),
+    ),
+    WeightSpec(
+        name="vgg16",
+        filename="vgg16-397923af.pth",
+        urls=("https://download.pytorch.org/models/vgg16-397923af.pth",),
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        subdir="torch",
+        description=(
+            "torchvision VGG16 IMAGENET1K_V1 (LPIPS vgg backbone); sha256 from a third-party manifest, "
+            "its prefix matches the file name."
+        ),
+    ),
+    WeightSpec(
+        name="squeezenet1_1",
+        filename="squeezenet1_1-b8a52dc0.pth",
+        urls=("https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",),
+        subdir="torch",
+        description=(
+            "torchvision SqueezeNet 1.1 IMAGENET1K_V1 (LPIPS squeeze backbone). NOT VERIFIED: no full sha256 "
+            "or exact size is known (the name carries the sha256 prefix b8a52dc0; about 4.729 MB)."
+        ),
+    ),
+]
+WEIGHTS: dict[str, WeightSpec] = {spec.name: spec for spec in _WEIGHTS}
+
+
+def register(spec: WeightSpec, *, overwrite: bool = False) -> WeightSpec:
+    """Add a project or user weight to `WEIGHTS`; an existing different spec needs `overwrite=True`."""
+    if not isinstance(spec, WeightSpec):
+        raise TypeError(f"register expects a WeightSpec, got {type(spec).__name__}")
+    old = WEIGHTS.get(spec.name)
+    if old is not None and old != spec and not overwrite:
+        raise ValueError(
+            f"weight {spec.name!r} is already registered as {old}; pass overwrite=True to replace it"
+        )
+    WEIGHTS[spec.name] = spec
+    return spec
+
+
+# --------------------------------------------------------------------------- locations and modes
+
+
+def cache_dir() -> Path:
+    """The videxp weight cache: `$VIDEXP_CACHE`, else ``~/.cache/videxp``."""
+    env = os.environ.get("VIDEXP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "videxp"
+
+
+def torch_checkpoint_dir() -> Path:
+    """torch hub's checkpoint folder: `$TORCH_HOME/hub/checkpoints` (default ``~/.cache/torch/...``)."""
+    torch_home = os.environ.get("TORCH_HOME")
+    if torch_home:
+        base = Path(torch_home).expanduser()
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "torch"
+    return base / "hub" / "checkpoints"
+
+
+def _folder(subdir: str) -> Path:
+    return torch_checkpoint_dir() if subdir == "torch" else cache_dir()
+
+
+def is_offline() -> bool:
+    """True when `VIDEXP_OFFLINE` or `HF_HUB_OFFLINE` is set to 1 (or true/yes/on).
+
+    Side effect: when `VIDEXP_OFFLINE` is on, this also sets ``os.environ["HF_HUB_OFFLINE"] = "1"`` so
+    that Hugging Face libraries loaded later in the process stay offline as well.
+    """
+    if os.environ.get("VIDEXP_OFFLINE", "").strip().lower() in _TRUE:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return True
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def _digests(path: Path) -> dict[str, str | int]:
+    """sha256 and git blob id of a file in one read, plus its size."""
+    size = path.stat().st_size
+    sha = hashlib.sha256()
+    blob = hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            sha.update(chunk)
+            blob.update(chunk)
+    return {"size": size, "sha256": sha.hexdigest(), "git_blob": blob.hexdigest()}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def git_blob_sha1(path: str | os.PathLike) -> str:
+    """git's blob id of a file (`git hash-object FILE`): SHA-1 of ``b"blob <size>\\0" + content``."""
+    return str(_digests(Path(path))["git_blob"])
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def file_digests(path: str | os.PathLike) -> dict[str, str | int]:
+    """{size, sha256, git_blob} of a file, cached in ``<file>.verified`` keyed by size and mtime.
+
+    A big file is hashed once; later calls read the sidecar while the file's size and mtime are
+    unchanged. The sidecar is best effort: an unwritable folder only means re-hashing next time.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    side = _sidecar(path)
+    try:
+        cached = json.loads(side.read_text())
+        if (
+            isinstance(cached, dict)
+            and all(cached.get(k) == v for k, v in key.items())
+            and isinstance(cached.get("sha256"), str)
+            and isinstance(cached.get("git_blob"), str)
+        ):
+            return {"size": st.st_size, "sha256": cached["sha256"], "git_blob": cached["git_blob"]}
+    except (OSError, ValueError):
+        pass
+    digests = _digests(path)
+    if path.stat().st_mtime_ns == st.st_mtime_ns:  # do not record digests of a file changing under us
+        try:
+            with atomic_path(side) as tmp:
+                tmp.write_text(
+                    json.dumps({**key, "sha256": digests["sha256"], "git_blob": digests["git_blob"]})
+                )
+        except OSError:
+            pass
+    return digests
+
+
+def _mismatches(spec: WeightSpec, digests: dict[str, str | int]) -> list[str]:
+    """Human-readable 'field: expected X, got Y' for each identity field that does not match."""
+    out = []
+    for field in ("size", "sha256", "git_blob"):
+        expected = getattr(spec, field)
+        if expected is not None and digests[field] != expected:
+            out.append(f"{field}: expected {expected}, got {digests[field]}")
+    return out
+
+
+def verify(path: str | os.PathLike, spec: WeightSpec) -> None:
+    """Raise `WeightsChecksumError` unless the file matches every identity field `spec` gives."""
+    path = Path(path)
+    if not spec.verifiable:
+        return
+    bad = _mismatches(spec, file_digests(path))
+    if bad:
+        raise WeightsChecksumError(
+            f"weight {spec.name!r}: the file {path} does not match its expected identity ({'; '.join(bad)}). "
+            "It is corrupt, truncated or a different file; it was left in place: delete or replace it "
+            f"(sources: {', '.join(spec.urls) or 'none known'})."
+        )
+
+
+# --------------------------------------------------------------------------- lookup and download
+
+
+def _resolve(name_or_spec: str | WeightSpec) -> WeightSpec:
+    if isinstance(name_or_spec, WeightSpec):
+        return name_or_spec
+    try:
+        return WEIGHTS[name_or_spec]
+    except KeyError:
+        raise KeyError(
+            f"unknown weight {name_or_spec!r}; known: {sorted(WEIGHTS)} "
+            "(add one with videxp.weights.register)"
+        ) from None
+
+
+def _missing_message(spec: WeightSpec, path: Path, reason: str) -> str:
+    urls = "\n".join(f"  - {u}" for u in spec.urls) or "  (no URL known)"
+    identity = (
+        ", ".join(
+            f"{k} {v}"
+            for k, v in (("sha256", spec.sha256), ("git blob", spec.git_blob), ("size", spec.size))
+            if v
+        )
+        or "unverified"
+    )
+    return (
+        f"weight {spec.name!r} ({spec.filename}) is not available and {reason}.\n"
+        f"Download {spec.filename} from one of:\n{urls}\n"
+        f"and put it at exactly:\n  {path}\n"
+        f"Expected identity: {identity}. {spec.description}".rstrip()
+    )
+
+
+def get_path(name_or_spec: str | WeightSpec, *, download: bool | None = None) -> Path:
+    """Path of a verified local copy of a weight file, downloading it if needed and allowed.
+
+    A cached file is verified (sha256 / git blob / size; digests cached in a ``.verified`` sidecar) and a
+    mismatch raises `WeightsChecksumError` without touching the file. A missing file is downloaded
+    unless `is_offline()` (which wins over `download=True`) or `download=False`; otherwise
+    `WeightsMissingError` names the weight, file, URLs and the exact path to place the file at.
+    Downloads try each URL in order, stream to a temporary file beside the target, verify, then rename
+    atomically; a checksum mismatch or truncated transfer raises `WeightsChecksumError` (after trying
+    the remaining URLs) and leaves nothing behind; only network failures raise `WeightsDownloadError`.
+    """
+    spec = _resolve(name_or_spec)
+    path = spec.path
+    if path.is_file():
+        verify(path, spec)
+        return path
+    if is_offline():
+        raise WeightsMissingError(
+            _missing_message(spec, path, "offline mode is on (VIDEXP_OFFLINE/HF_HUB_OFFLINE)")
+        )
+    if download is False:
+        raise WeightsMissingError(_missing_message(spec, path, "downloading is disabled (download=False)"))
+    if not spec.urls:
+        raise WeightsMissingError(_missing_message(spec, path, "no download URL is known"))
+    failures: list[str] = []
+    checksum_errors: list[WeightsChecksumError] = []
+    for url in spec.urls:
+        try:
+            _download(spec, url, path)
+            return path
+        except WeightsChecksumError as err:
+            checksum_errors.append(err)
+            failures.append(f"{url}: {err}")
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+            failures.append(f"{url}: {type(err).__name__}: {err}")
+    detail = "\n".join(f"  - {f}" for f in failures)
+    if checksum_errors:
+        raise WeightsChecksumError(
+            f"{checksum_errors[0]}" + (f"\nAll attempts:\n{detail}" if len(failures) > 1 else "")
+        ) from checksum_errors[0]
+    raise WeightsDownloadError(
+        f"weight {spec.name!r}: every URL failed:\n{detail}\n"
+        + _missing_message(spec, path, "could not be downloaded")
+    )
+
+
+def _download(spec: WeightSpec, url: str, path: Path) -> None:
+    """Fetch `url` into `path` via a temporary file in the same folder; verify before the rename."""
+    request = urllib.request.Request(url, headers={"User-Agent": "videxp-weights"})
+    with atomic_path(path, suffix=".part") as tmp:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            length_header = response.headers.get("Content-Length")
+            expected_len = int(length_header) if length_header and length_header.isdigit() else None
+            got = 0
+            try:
+                with (
+                    open(tmp, "wb") as f,
+                    tqdm(
+                        total=expected_len or spec.size,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=spec.filename,
+                        leave=False,
+                    ) as bar,
+                ):
+                    while chunk := response.read(CHUNK_BYTES):
+                        f.write(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+            except http.client.IncompleteRead as err:
+                got += len(err.partial)
+                raise WeightsChecksumError(
+                    f"weight {spec.name!r}: download of {spec.filename} from {url} was cut off: "
+                    f"expected {expected_len} bytes, got {got}"
+                ) from err
+        if expected_len is not None and got != expected_len:
+            raise WeightsChecksumError(
+                f"weight {spec.name!r}: download of {spec.filename} from {url} is truncated: "
+                f"Content-Length {expected_len} bytes, got {got}"
+            )
+        digests = _digests(tmp)
+        bad = _mismatches(spec, digests)
+        if bad:
+            raise WeightsChecksumError(
+                f"weight {spec.name!r}: {spec.filename} downloaded from {url} failed verification "
+                f"({'; '.join(bad)}); nothing was saved"
+            )
+    # Record the digests so the next `get_path` does not hash the file again.
+    st = path.stat()
+    try:
+        with atomic_path(_sidecar(path)) as tmp_side:
+            tmp_side.write_text(
+                json.dumps(
+                    {
+                        "size": st.st_size,
+                        "mtime_ns": st.st_mtime_ns,
+                        "sha256": digests["sha256"],
+                        "git_blob": digests["git_blob"],
+                    }
+                )
+            )
+    except OSError:
+        pass
+
+
+def replace_spec(name: str, **changes: object) -> WeightSpec:
+    """A copy of the registered spec `name` with some fields changed (not registered)."""
+    return dataclasses.replace(_resolve(name), **changes)
