@@ -1,21 +1,27 @@
-"""Frames/s of batched PSNR and SSIM (videxp.metrics) vs per-frame float64 numpy / scikit-image loops."""
+"""Frames/s of batched PSNR, SSIM and LPIPS (videxp.metrics) vs the reference repos' per-frame loops."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import os
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
-from skimage.metrics import structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+from videxp import weights  # noqa: E402
 from videxp.metrics import PSNR, SSIM, FrameMetric  # noqa: E402
+from videxp.metrics.lpips import LPIPS, load_backbone  # noqa: E402
 
 # name -> (videos, frames, channels, height, width)
 SETS: dict[str, tuple[int, int, int, int, int]] = {
@@ -45,22 +51,72 @@ def ref_psnr(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return out
 
 
+def _jh_ssim_plane(img1: np.ndarray, img2: np.ndarray) -> float:
+    """JH's `ssim` on one float64 plane [H, W]: cv2.filter2D with the 11×11 Gaussian, crop [5:-5, 5:-5]."""
+    c1, c2 = 0.01**2, 0.03**2
+    kernel = cv2.getGaussianKernel(11, 1.5)
+    window = np.outer(kernel, kernel.transpose())
+    mu1 = cv2.filter2D(img1, -1, window)[5:-5, 5:-5]
+    mu2 = cv2.filter2D(img2, -1, window)[5:-5, 5:-5]
+    mu1_sq, mu2_sq, mu1_mu2 = mu1**2, mu2**2, mu1 * mu2
+    sigma1_sq = cv2.filter2D(img1**2, -1, window)[5:-5, 5:-5] - mu1_sq
+    sigma2_sq = cv2.filter2D(img2**2, -1, window)[5:-5, 5:-5] - mu2_sq
+    sigma12 = cv2.filter2D(img1 * img2, -1, window)[5:-5, 5:-5] - mu1_mu2
+    ssim_map = ((2 * mu1_mu2 + c1) * (2 * sigma12 + c2)) / (
+        (mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2)
+    )
+    return float(ssim_map.mean())
+
+
 def ref_ssim(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-frame scikit-image loop with the Wang et al. settings (= JH cv2 code)."""
-    v, t = pred.shape[:2]
+    """JH's `calculate_ssim` loop: per video, per frame, per channel (float64 cv2), mean over channels."""
+    v, t, c = pred.shape[:3]
     out = np.empty((v, t))
     for i in range(v):
         for j in range(t):
-            out[i, j] = structural_similarity(
-                pred[i, j],
-                target[i, j],
-                channel_axis=0,
-                gaussian_weights=True,
-                sigma=1.5,
-                use_sample_covariance=False,
-                data_range=1.0,
-            )
+            out[i, j] = np.mean([_jh_ssim_plane(pred[i, j, k], target[i, j, k]) for k in range(c)])
     return out
+
+
+def random_alexnet_home(folder: str) -> dict[str, torch.Tensor]:
+    """Seeded random torchvision AlexNet saved in `folder`/hub/checkpoints and pinned in the registry."""
+    import torchvision
+
+    os.environ["TORCH_HOME"] = folder
+    os.environ["VIDEXP_OFFLINE"] = "1"
+    os.environ["VIDEXP_CACHE"] = os.path.join(folder, "cache")
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    path = Path(folder) / "hub" / "checkpoints" / weights.WEIGHTS["alexnet"].filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    spec = dataclasses.replace(weights.WEIGHTS["alexnet"], sha256=weights.sha256_file(path))
+    weights.WEIGHTS["alexnet"] = spec
+    return state
+
+
+def make_ref_lpips(state: dict[str, torch.Tensor]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """JH's LPIPS loop: `lpips.LPIPS(net="alex", spatial=True)`, one frame per call, x·2−1, map mean."""
+    import lpips as lpips_pkg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips_pkg.LPIPS(net="alex", spatial=True, pnet_rand=True, verbose=False)
+    load_backbone(model.net, state, "random alexnet")
+    model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def ref_lpips(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        v, t = pred.shape[:2]
+        out = np.empty((v, t))
+        for i in range(v):
+            for j in range(t):
+                a = torch.from_numpy(pred[i, j][None]).float() * 2 - 1  # [1, C, H, W]
+                b = torch.from_numpy(target[i, j][None]).float() * 2 - 1
+                out[i, j] = float(model(a, b).mean())
+        return out
+
+    return ref_lpips
 
 
 def ours(metric: FrameMetric, pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
@@ -92,31 +148,47 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
+    parser.add_argument(
+        "--metrics", nargs="+", default=["psnr", "ssim", "lpips"], choices=["psnr", "ssim", "lpips"]
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batched metrics on {device}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cv2 {cv2.__version__} threads "
+        f"{cv2.getNumThreads()}, batched metrics on {device}; reference: JH loops (numpy, cv2 float64, lpips)"
+    )
     columns = [("set", "<8"), ("metric", "<6"), ("frames", ">6"), ("ours f/s", ">10"), ("loop f/s", ">10")]
     columns += [("ratio", ">7"), ("max|diff|", ">10")]
     header = " ".join(f"{name:{fmt}}" for name, fmt in columns)
     print(header)
     print("-" * len(header))
-    for set_name in args.sets:
-        shape = SETS[set_name]
-        pred_np, target_np = make_videos(shape)
-        pred = torch.from_numpy(pred_np).to(device)
-        target = torch.from_numpy(target_np).to(device)
-        n_frames = shape[0] * shape[1]
-        for metric_name, metric, ref in (("psnr", PSNR(), ref_psnr), ("ssim", SSIM(), ref_ssim)):
-            ours(metric, pred[:1], target[:1])  # warm-up (kernels, CUDA context)
-            t_ours, v_ours = best_time(args.repeats, ours, metric, pred, target)
-            t_ref, v_ref = best_time(args.repeats, ref, pred_np, target_np)
-            diff = float(np.abs(v_ours - v_ref).max())
-            print(
-                f"{set_name:<8} {metric_name:<6} {n_frames:>6} {n_frames / t_ours:>10.1f} "
-                f"{n_frames / t_ref:>10.1f} {t_ref / t_ours:>6.2f}x {diff:>10.2e}"
-            )
+    with tempfile.TemporaryDirectory() as home:
+        state = random_alexnet_home(home)
+        metrics: list[tuple[str, FrameMetric, Callable[..., np.ndarray]]] = [
+            ("psnr", PSNR(), ref_psnr),
+            ("ssim", SSIM(), ref_ssim),
+            ("lpips", LPIPS(), make_ref_lpips(state)),
+        ]
+        for set_name in args.sets:
+            shape = SETS[set_name]
+            pred_np, target_np = make_videos(shape)
+            pred = torch.from_numpy(pred_np).to(device)
+            target = torch.from_numpy(target_np).to(device)
+            n_frames = shape[0] * shape[1]
+            for metric_name, metric, ref in metrics:
+                if metric_name not in args.metrics:
+                    continue
+                ours(metric, pred[:1], target[:1])  # warm-up (kernels, CUDA context)
+                t_ours, v_ours = best_time(args.repeats, ours, metric, pred, target)
+                t_ref, v_ref = best_time(args.repeats, ref, pred_np, target_np)
+                diff = float(np.abs(v_ours - v_ref).max())
+                print(
+                    f"{set_name:<8} {metric_name:<6} {n_frames:>6} {n_frames / t_ours:>10.1f} "
+                    f"{n_frames / t_ref:>10.1f} {t_ref / t_ours:>6.2f}x {diff:>10.2e}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

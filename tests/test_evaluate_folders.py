@@ -143,6 +143,54 @@ def test_fvd_with_frame_metrics_and_injected_metric_objects(tmp_path):
     assert (tmp_path / "out" / "fvd.json").is_file()
 
 
+def test_fvd_from_folders_equals_one_in_memory_update(tmp_path):
+    """Folder mode feeds FVD in batches (grouped by shape, bounded); the value is that of one update."""
+    from test_fvd import Counting
+
+    from videxp.metrics.fvd import FVD
+
+    class Recording(Counting):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[int] = []
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls.append(x.shape[0])
+            return super().__call__(x)
+
+    def fvd_metric(det: Counting) -> FVD:
+        return FVD(detector=det, num_frames=8, use_cache=False, batch_size=64)
+
+    def decoded(folder, skip: str = "big") -> torch.Tensor:  # [N, T, C, H, W] in [0, 1], in id order
+        clips = [read_checked(p) for vid, p in list_videos(folder).items() if skip not in vid]
+        return evaluate.to_unit(evaluate.to_float(np.stack(clips)))
+
+    real, fake = make_folders(tmp_path, n_real=9, n_fake=9)
+    cfg = cfg_for(tmp_path, real, fake, "evaluate.batch_size=4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        det = Recording()
+        from_folders = evaluate.run(cfg, metrics={"fvd": fvd_metric(det)})["fvd"]
+        assert det.clips == 18 and max(det.calls) == 4  # batched, never more than batch_size at once
+        ref = fvd_metric(Counting())
+        ref.update(decoded(fake), decoded(real), video_index=list(range(9)), sample_index=[0] * 9)
+        in_memory = ref.compute()
+        assert from_folders["value"] == pytest.approx(in_memory["value"], rel=1e-6)
+
+        # two larger reference clips between the others: grouped apart, same statistics as fed separately
+        big = [np.repeat(np.repeat(clip(30 + i), 2, 1), 2, 2) for i in range(2)]  # [T, 32, 32, 3]
+        np.save(real / "a" / "clip_02_big.npy", big[0])
+        np.save(real / "b" / "clip_04_big.npy", big[1])
+        det = Recording()
+        mixed = evaluate.run(cfg, metrics={"fvd": fvd_metric(det)})["fvd"]
+        assert det.clips == 20 and mixed["num_real"] == 11
+        ref = fvd_metric(Counting())
+        ref.update(decoded(fake), decoded(real), video_index=list(range(9)), sample_index=[0] * 9)
+        ref.update_real(evaluate.to_unit(evaluate.to_float(np.stack(big))), video_index=[100, 101])
+        assert mixed["value"] == pytest.approx(ref.compute()["value"], rel=1e-6)
+        assert mixed["value"] != pytest.approx(from_folders["value"], rel=1e-6)
+
+
 def test_errors_modes_mismatch_and_short_clips(tmp_path, detector_file):
     real, fake = make_folders(tmp_path, n_real=6, n_fake=5)
     with pytest.raises(ValueError, match="only in .*clip_05"):
@@ -159,3 +207,28 @@ def test_errors_modes_mismatch_and_short_clips(tmp_path, detector_file):
     cfg = cfg_for(tmp_path, real, fake, "metric=[fvd]", f"metric.fvd.detector={detector_file}")
     with pytest.raises(ValueError, match=r"clip_0\d.npy has T=12 frames; the protocol needs 16"):
         evaluate.run(cfg)
+
+
+def test_cached_weights_join_the_default_selection(tmp_path, alex_state):
+    """lpips joins [psnr, ssim] when its backbone is in the cache; fvd stays out without I3D weights."""
+    real, fake = make_folders(tmp_path)
+    cfg = cfg_for(tmp_path, real, fake)
+    assert evaluate.add_cached_metrics(cfg) == ["lpips"]
+    assert set(cfg.metric) == {"psnr", "ssim", "lpips"}
+    with pytest.raises(ValueError, match=r"LPIPS-alex needs frames of at least 31x31 pixels"):
+        evaluate.run(cfg)  # these clips are smaller than AlexNet can take: a clear error, not a crash
+
+
+def test_cli_override_counts_as_an_explicit_choice(monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    assert evaluate.metrics_chosen_explicitly()  # outside a Hydra run: cfg.metric is taken as it is
+
+    class Fake:
+        def __init__(self, task):
+            self.overrides = type("O", (), {"task": task})()
+
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    for task, explicit in ((["real_dir=a"], False), (["metric=[psnr]"], True), (["+metric=lpips"], True)):
+        monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda task=task: Fake(task)))
+        assert evaluate.metrics_chosen_explicitly() is explicit

@@ -186,3 +186,21 @@ def test_wandb_offline_run_holds_the_validation_video(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "one offline wandb run under the run folder"
     assert list(runs[0].glob("files/media/videos/val/samples_*.gif"))
+
+
+def test_fdm_fvd_protocol_on_a_samples_folder(trained, tmp_path):
+    """FDM's FVD protocol on samples: full clips incl. the observed prefix, one FVD per sample index."""
+    from test_fvd import Counting
+
+    from videxp.metrics import FVD
+
+    run_dir, _ = trained
+    out, _ = _sample(tmp_path, run_dir, "s", "sample.num_samples=2", "sample.stop_index=4")
+    ecfg = compose_cfg("evaluate", [*TINY, f"eval_dir={out / 'samples'}"], tmp_path / "e")
+    fvd = FVD(protocol="fdm", detector=Counting(), cache_dir=str(tmp_path / "stats"))
+    results = evaluate.run(ecfg, metrics={"fvd": fvd})
+    res = results["fvd"]
+    assert len(res["per_sample"]) == 2 and res["value"] == pytest.approx(
+        np.mean(list(res["per_sample"].values()))
+    )
+    assert res["settings"]["include_context"] is True and res["num_real"] == 4

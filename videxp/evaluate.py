@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from videxp.inference.loop import MANIFEST
 from videxp.metrics import Metric, format_table, write_report
@@ -59,7 +60,43 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
     return (x + 1.0) / 2.0
 
 
+# metrics that join the default selection when their weights are already in the cache
+AUTO_METRIC_WEIGHTS = {"fvd": "i3d_pretrained_400", "lpips": "alexnet"}
+
+
+def metrics_chosen_explicitly() -> bool:
+    """Whether this Hydra run's command line chose the metrics (metric=..., +metric=...)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return True  # composed in Python: take cfg.metric as it is
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
+    return any(k == "metric" or k.startswith("metric/") for k in keys)
+
+
+def add_cached_metrics(cfg: DictConfig) -> list[str]:
+    """With the default selection, add fvd / lpips when their weights are in the cache (never download).
+
+    An explicitly selected metric whose weights are missing is an error at instantiation instead.
+    """
+    from videxp.weights import WEIGHTS
+
+    added = []
+    for name in cfg.evaluate.get("auto_metrics") or []:
+        if name in cfg.metric or not WEIGHTS[AUTO_METRIC_WEIGHTS[name]].path.is_file():
+            continue
+        node = OmegaConf.load(Path(__file__).parent / "conf" / "metric" / f"{name}.yaml")
+        with open_dict(cfg):
+            cfg.metric[name] = node
+        added.append(name)
+    if added:
+        log.info("weights found in the cache: also computing %s", ", ".join(added))
+    return added
+
+
 def _build_metrics(cfg: DictConfig, metrics: dict[str, Metric] | None) -> dict[str, Metric]:
+    if metrics is None and not metrics_chosen_explicitly():
+        add_cached_metrics(cfg)
     built = (
         metrics if metrics is not None else {n: instantiate(node) for n, node in (cfg.metric or {}).items()}
     )
@@ -162,6 +199,51 @@ def _folder_frames(cfg_eval: DictConfig, t: int, path: Path) -> range:
     return range(first, last)
 
 
+class _ClipBatcher:
+    """Buffers decoded clips of one side of `run_folders` and feeds them as batches of one shape.
+
+    Clips (uint8 [T, H, W, 3]) are grouped by shape; at most `size` are held in all (memory stays bounded
+    whatever the folder size): when the buffer is full the largest group is fed. The first clip of each
+    new shape is fed alone, so a shape error (e.g. too few frames for the protocol) names just its file.
+    """
+
+    def __init__(self, feed: Callable[[torch.Tensor, list[int]], None], size: int, side: str) -> None:
+        if size < 1:
+            raise ValueError(f"evaluate.batch_size must be >= 1, got {size}")
+        self.feed, self.size, self.side = feed, size, side
+        self.groups: dict[tuple[int, ...], list[tuple[np.ndarray, int, Path]]] = {}
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def add(self, clip: np.ndarray, index: int, path: Path) -> None:
+        """Queue one clip uint8 [T, H, W, 3] (video index, file); feeds a batch when one is due."""
+        shape = tuple(clip.shape)
+        self.groups.setdefault(shape, []).append((clip, index, path))
+        if shape not in self.shapes:  # probe: a new shape goes alone
+            self.shapes.add(shape)
+            self._flush(shape)
+        elif sum(len(g) for g in self.groups.values()) >= self.size:
+            self._flush(max(self.groups, key=lambda k: len(self.groups[k])))
+
+    def flush_all(self) -> None:
+        """Feed every queued clip."""
+        for shape in list(self.groups):
+            self._flush(shape)
+
+    def _flush(self, shape: tuple[int, ...]) -> None:
+        items = self.groups.pop(shape, [])
+        if not items:
+            return
+        batch = to_float(np.stack([c for c, _, _ in items]))  # [B, T, C, H, W] in [-1, 1]
+        batch.add_(1.0).mul_(0.5)  # [0, 1] in place (= to_unit without another copy)
+        try:
+            self.feed(batch, [i for _, i, _ in items])
+        except ValueError as e:
+            if len(items) == 1:
+                raise
+            files = ", ".join(str(p) for _, _, p in items)
+            raise ValueError(f"{e} (while scoring {self.side} batch of {len(items)}: {files})") from e
+
+
 def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
     """Score `cfg.fake_dir` against `cfg.real_dir`.
 
@@ -183,13 +265,21 @@ def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
             metric.video_labels["reference"].update({i: str(reals[v]) for v, i in real_ids.items()})
             metric.video_labels["generated"].update({i: str(fakes[v]) for v, i in fake_ids.items()})
 
-    def feed_dist(real: torch.Tensor | None, rid: int, fake: torch.Tensor | None, fid: int) -> None:
-        """Reference / generated video [T, C, H, W] in [0, 1] → every distribution metric."""
+    def feed_real(batch: torch.Tensor, ids: list[int]) -> None:
+        """Reference clips [B, T, C, H, W] in [0, 1] → every distribution metric."""
+        batch = batch.to(device)
         for metric in dist.values():
-            if real is not None:
-                metric.update_real(real[None].to(device), video_index=[rid])  # [1, T, C, H, W]
-            if fake is not None:
-                metric.update_fake(fake[None].to(device), video_index=[fid], sample_index=[0])
+            metric.update_real(batch, video_index=ids)
+
+    def feed_fake(batch: torch.Tensor, ids: list[int]) -> None:
+        """Generated clips [B, T, C, H, W] in [0, 1] → every distribution metric."""
+        batch = batch.to(device)
+        for metric in dist.values():
+            metric.update_fake(batch, video_index=ids, sample_index=[0] * len(ids))
+
+    size = int(cfg.evaluate.batch_size)
+    real_batches = _ClipBatcher(feed_real, size, "reference")
+    fake_batches = _ClipBatcher(feed_fake, size, "generated")
 
     scored: set[tuple[int, int]] = set()
     if paired:
@@ -212,12 +302,16 @@ def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
                     sample_index=[0],
                     frame_index=list(frames),
                 )
-            feed_dist(real, real_ids[vid], fake, fake_ids[vid])
+            if dist:
+                real_batches.add(real_u8, real_ids[vid], rpath)
+                fake_batches.add(fake_u8, fake_ids[vid], fpath)
     else:
         for vid, path in reals.items():
-            feed_dist(to_unit(to_float(read_checked(path))), real_ids[vid], None, -1)
+            real_batches.add(read_checked(path), real_ids[vid], path)
         for vid, path in fakes.items():
-            feed_dist(None, -1, to_unit(to_float(read_checked(path))), fake_ids[vid])
+            fake_batches.add(read_checked(path), fake_ids[vid], path)
+    real_batches.flush_all()
+    fake_batches.flush_all()
 
     results = {name: m.compute() for name, m in metrics.items()}
     extra = {

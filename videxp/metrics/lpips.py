@@ -21,6 +21,9 @@ HEAD_SHA256 = {
     "squeeze": "4a5350f23600cb79923ce65bb07cbf57dca461329894153e05a1346bd531cf76",
 }
 
+# smallest frame side each backbone accepts (measured: smaller inputs pool down to nothing)
+MIN_FRAME_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
+
 
 def load_backbone(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load torchvision `features.*` weights into an lpips backbone split into slice1..sliceK.
@@ -128,6 +131,12 @@ class LPIPS(FrameMetric):
             pred, target = pred.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
         if pred.shape[1] != 3:
             raise ValueError(f"LPIPS needs RGB (or single-channel) frames, got {pred.shape[1]} channels")
+        smallest = MIN_FRAME_SIZE[self.net]
+        if min(pred.shape[-2:]) < smallest:
+            raise ValueError(
+                f"LPIPS-{self.net} needs frames of at least {smallest}x{smallest} pixels (its backbone pools "
+                f"them away below that); got {pred.shape[-2]}x{pred.shape[-1]}"
+            )
         device = pred.device
         if next(self.model.parameters()).device != device:
             self.model.to(device)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from videxp.metrics.base import CPU_CHUNK_BYTES, FrameMetric
+from videxp.metrics.base import FrameMetric
 
 # Per variant: window shape and size, Gaussian sigma, covariance normalisation and default data range.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -24,6 +24,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 BACKENDS = ("auto", "conv2d", "shift")
 _CUDA_CHUNK_BYTES = 1 * 2**30
+# CPU: planes per slice chosen so the slice's working set stays near the L2 cache size.
+_CPU_SSIM_CHUNK_BYTES = 1 * 2**20
 
 
 def window_1d(window: str, win_size: int, sigma: float | None, dtype: torch.dtype) -> torch.Tensor:
@@ -161,9 +163,9 @@ class SSIM(FrameMetric):
         kernel = self._kernel(device)
         x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
         y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
-        budget = _CUDA_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
-        plane_bytes = 5 * h * w * x.element_size()
-        step = max(1, budget // plane_bytes)
+        # Working set per plane: 4 input maps plus the row-filtered and fully filtered maps.
+        budget = _CUDA_CHUNK_BYTES if device.type == "cuda" else _CPU_SSIM_CHUNK_BYTES
+        step = max(1, budget // (12 * h * w * x.element_size()))
         c1 = (self.k1 * self.data_range) ** 2
         c2 = (self.k2 * self.data_range) ** 2
         npix = self.win_size**2
@@ -171,15 +173,19 @@ class SSIM(FrameMetric):
         out = []
         for start in range(0, n * c, step):
             xs, ys = x[start : start + step], y[start : start + step]  # [p, H, W]
-            z = torch.stack([xs, ys, xs * xs, ys * ys, xs * ys], dim=1)  # [p, 5, H, W]
-            mu = filter_valid(z, kernel, backend)  # [p, 5, H', W']
-            ux, uy, uxx, uyy, uxy = mu.unbind(dim=1)  # each [p, H', W']
-            ux_uy = ux * uy
-            ux2, uy2 = ux * ux, uy * uy
-            vx = cov_norm * (uxx - ux2)
-            vy = cov_norm * (uyy - uy2)
-            vxy = cov_norm * (uxy - ux_uy)
-            s_map = ((2 * ux_uy + c1) * (2 * vxy + c2)) / ((ux2 + uy2 + c1) * (vx + vy + c2))  # [p, H', W']
+            # Four maps instead of five: with s = x + y and d = x - y, E[s²] - E[d²] = 4 E[xy] and
+            # E[s²] + E[d²] = 2 (E[x²] + E[y²]); SSIM needs only μx μy, μx² + μy², σxy and σx² + σy².
+            s = xs + ys
+            d = xs - ys
+            z = torch.stack([s, d, s * s, d * d], dim=1)  # [p, 4, H, W]
+            mu = filter_valid(z, kernel, backend)  # [p, 4, H', W']
+            ms, md, ess, edd = mu.unbind(dim=1)  # each [p, H', W']
+            ms2, md2 = ms * ms, md * md
+            two_uxuy = 0.5 * (ms2 - md2)  # 2 μx μy
+            ux2_uy2 = 0.5 * (ms2 + md2)  # μx² + μy²
+            two_vxy = cov_norm * (0.5 * (ess - edd) - two_uxuy)  # 2 σxy
+            vx_vy = cov_norm * (0.5 * (ess + edd) - ux2_uy2)  # σx² + σy²
+            s_map = ((two_uxuy + c1) * (two_vxy + c2)) / ((ux2_uy2 + c1) * (vx_vy + c2))  # [p, H', W']
             out.append(s_map.mean(dim=(-2, -1), dtype=torch.float64))  # [p]
         per_channel = torch.cat(out).view(n, c)  # [N, C]
         return per_channel.mean(dim=1)  # [N]
