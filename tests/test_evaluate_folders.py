@@ -129,7 +129,7 @@ def test_fvd_on_unpaired_folders_writes_w1_fvd_json(tmp_path, detector_file):
 
 
 def test_fvd_with_frame_metrics_and_injected_metric_objects(tmp_path):
-    from test_fvd import Counting
+    from stand_in_detector import Counting
 
     from videxp.metrics import PSNR
     from videxp.metrics.fvd import FVD
@@ -145,7 +145,7 @@ def test_fvd_with_frame_metrics_and_injected_metric_objects(tmp_path):
 
 def test_fvd_from_folders_equals_one_in_memory_update(tmp_path):
     """Folder mode feeds FVD in batches (grouped by shape, bounded); the value is that of one update."""
-    from test_fvd import Counting
+    from stand_in_detector import Counting
 
     from videxp.metrics.fvd import FVD
 

@@ -11,40 +11,13 @@ import torch
 import torch.nn as nn
 from conftest import compose_cfg
 from hydra.utils import instantiate
+from stand_in_detector import Counting
 
 from videxp.metrics.detector import Detector, random_i3d
 from videxp.metrics.frechet import frechet_distance
 from videxp.metrics.fvd import FVD, default_protocols, quantize, resize_frames, resolve_protocol
 
 NOISE = (0.05, 0.1, 0.2, 0.4)
-
-
-class PooledProjection(nn.Module):
-    """Cheap stand-in detector: a fixed random projection of pooled pixels, squares and temporal diffs."""
-
-    def __init__(self, dim: int = 16, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("proj", torch.randn(3 * 3 * 4 * 4, dim, generator=g))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [B, 3, T, 224, 224] in [-1, 1]
-        dt = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(2)  # [B, 3, H, W]
-        parts = [x.mean(2), (x * x).mean(2), dt]  # each [B, 3, H, W]
-        pooled = torch.cat([nn.functional.adaptive_avg_pool2d(p, 4) for p in parts], 1)  # [B, 9, 4, 4]
-        return pooled.flatten(1) @ self.proj  # [B, D]
-
-
-class Counting(Detector):
-    """A stand-in Detector that counts the clips it embeds."""
-
-    def __init__(self, dim: int = 16) -> None:
-        super().__init__(PooledProjection(dim), name="pooled-projection", feature_dim=dim, min_frames=2)
-        self.clips = 0
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self.clips += x.shape[0]
-        return super().__call__(x)
 
 
 def videos(n: int, t: int = 16, size: int = 32, seed: int = 0) -> torch.Tensor:

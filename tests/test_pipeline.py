@@ -190,7 +190,7 @@ def test_wandb_offline_run_holds_the_validation_video(tmp_path, monkeypatch):
 
 def test_fdm_fvd_protocol_on_a_samples_folder(trained, tmp_path):
     """FDM's FVD protocol on samples: full clips incl. the observed prefix, one FVD per sample index."""
-    from test_fvd import Counting
+    from stand_in_detector import Counting
 
     from videxp.metrics import FVD
 
