@@ -232,3 +232,16 @@ def test_cli_override_counts_as_an_explicit_choice(monkeypatch):
     for task, explicit in ((["real_dir=a"], False), (["metric=[psnr]"], True), (["+metric=lpips"], True)):
         monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda task=task: Fake(task)))
         assert evaluate.metrics_chosen_explicitly() is explicit
+
+
+def test_selected_fvd_without_weights_offline_fails_before_reading_videos(tmp_path, monkeypatch):
+    from videxp.weights import WeightsMissingError
+
+    monkeypatch.setenv("VIDEXP_CACHE", str(tmp_path / "empty-cache"))
+    real, fake = make_folders(tmp_path)
+    cfg = cfg_for(tmp_path, real, fake, "metric=[fvd]")
+    read = []
+    monkeypatch.setattr(evaluate, "read_checked", lambda *a, **k: read.append(a) or None)
+    with pytest.raises(WeightsMissingError, match="i3d_pretrained_400.pt"):
+        evaluate.run(cfg)
+    assert not read, "no video was read before the missing weights were reported"

@@ -102,6 +102,9 @@ def _build_metrics(cfg: DictConfig, metrics: dict[str, Metric] | None) -> dict[s
     )
     if not built:
         raise ValueError("no metric selected; e.g. metric=[psnr,ssim]")
+    for metric in built.values():
+        if hasattr(metric, "detector"):
+            metric.detector  # noqa: B018 - load weights now: a missing file fails before any video is read
     return built
 
 
