@@ -30,9 +30,8 @@ def row_generators(seeds: list[int], device: torch.device | str = "cpu") -> list
     return [torch_generator(s, device) for s in seeds]
 
 
-def randn_rows(
-    generators: list[torch.Generator], shape: tuple[int, ...], device=None, dtype=None
-) -> torch.Tensor:
-    """Standard normal noise [len(generators), *shape]; row b is drawn from generators[b] alone."""
-    rows = [torch.randn(shape, generator=g, device=device or g.device, dtype=dtype) for g in generators]
-    return torch.stack(rows)
+def randn_rows(generators, shape, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise [len(generators), *shape]; row b is drawn from generators[b] alone (on the
+    generator's device), then moved to `device`."""
+    rows = [torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype) for g in generators]
+    return torch.stack(rows).to(device or rows[0].device)

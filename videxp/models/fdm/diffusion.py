@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from videxp.utils.seeding import randn_rows
+
 # model_fn(x_t [B, T, C, H, W], t_model [B] float) -> eps [B, T, C, H, W]. t_model is the model time:
 # the original-chain step times 1000 / diffusion_steps when rescale_timesteps (FDM), else the step itself.
 # The closure carries the conditioning, e.g. for FDMUNet:
@@ -159,14 +161,6 @@ def mean_flat(x: torch.Tensor, mask: torch.Tensor | None = None, normalise: str 
     raise ValueError(f"unknown normalise {normalise!r}; use 'all' or 'masked'")
 
 
-def _randn_rows(
-    generators: Sequence[torch.Generator], shape: Sequence[int], device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """Standard normal [len(generators), *shape]; row b drawn from generators[b] alone."""
-    rows = [torch.randn(tuple(shape), generator=g, device=g.device, dtype=dtype) for g in generators]
-    return torch.stack(rows).to(device)
-
-
 # ----------------------------------------------------------------------------- diffusion
 class GaussianDiffusion:
     """DDPM with eps-prediction and fixed variances, as configured by FDM (no learned sigma, no KL loss).
@@ -308,7 +302,7 @@ class GaussianDiffusion:
             )
         device, dtype = x0.device, x0.dtype
 
-        x = _randn_rows(generators, shape[1:], device, dtype)  # [B, T, C, H, W]
+        x = randn_rows(generators, shape[1:], device, dtype)  # [B, T, C, H, W]
         x = torch.where(obs, x0, x)
         steps = range(len(sched) - 1, -1, -1)
         if progress:
@@ -336,14 +330,14 @@ class GaussianDiffusion:
                 sigma = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
                 x = pred_x0 * torch.sqrt(abar_prev) + torch.sqrt(1 - abar_prev - sigma**2) * eps
                 if eta > 0 and i > 0:
-                    x = x + sigma * _randn_rows(generators, shape[1:], device, dtype)
+                    x = x + sigma * randn_rows(generators, shape[1:], device, dtype)
             else:
                 mean = (
                     _extract(sched.posterior_mean_coef1, t, x.ndim) * pred_x0
                     + _extract(sched.posterior_mean_coef2, t, x.ndim) * x
                 )
                 if i > 0:  # no noise at the last step
-                    noise = _randn_rows(generators, shape[1:], device, dtype)
+                    noise = randn_rows(generators, shape[1:], device, dtype)
                     x = mean + torch.exp(0.5 * _extract(log_var, t, x.ndim)) * noise
                 else:
                     x = mean
