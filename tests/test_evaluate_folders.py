@@ -12,8 +12,8 @@ import torch.nn as nn
 from conftest import compose_cfg
 
 from videxp import evaluate
-from videxp.metrics.folders import list_videos, pair_folders, read_checked
-from videxp.video import VideoError, write_video
+from videxp.metrics.folders import list_videos, pair_folders
+from videxp.video import VideoError, read_video, write_video
 
 T, SIZE = 12, 16
 
@@ -84,7 +84,7 @@ def test_listing_pairing_and_float_npy(tmp_path):
         pair_folders(real, fake)
     np.save(tmp_path / "f.npy", np.zeros((4, 8, 8, 3), np.float32))
     with pytest.raises(VideoError, match="f.npy.*uint8.*float32"):
-        read_checked(tmp_path / "f.npy")
+        read_video(tmp_path / "f.npy")
 
 
 def test_paired_psnr_ssim_on_two_folders(tmp_path):
@@ -162,7 +162,7 @@ def test_fvd_from_folders_equals_one_in_memory_update(tmp_path):
         return FVD(detector=det, num_frames=8, use_cache=False, batch_size=64)
 
     def decoded(folder, skip: str = "big") -> torch.Tensor:  # [N, T, C, H, W] in [0, 1], in id order
-        clips = [read_checked(p) for vid, p in list_videos(folder).items() if skip not in vid]
+        clips = [read_video(p) for vid, p in list_videos(folder).items() if skip not in vid]
         return evaluate.to_unit(evaluate.to_float(np.stack(clips)))
 
     real, fake = make_folders(tmp_path, n_real=9, n_fake=9)
@@ -241,7 +241,7 @@ def test_selected_fvd_without_weights_offline_fails_before_reading_videos(tmp_pa
     real, fake = make_folders(tmp_path)
     cfg = cfg_for(tmp_path, real, fake, "metric=[fvd]")
     read = []
-    monkeypatch.setattr(evaluate, "read_checked", lambda *a, **k: read.append(a) or None)
+    monkeypatch.setattr(evaluate, "read_video", lambda *a, **k: read.append(a) or None)
     with pytest.raises(WeightsMissingError, match="i3d_pretrained_400.pt"):
         evaluate.run(cfg)
     assert not read, "no video was read before the missing weights were reported"

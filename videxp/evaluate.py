@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from videxp.inference.loop import MANIFEST
 from videxp.metrics import Metric, format_table, write_report
-from videxp.metrics.folders import folder_identity, list_videos, pair_folders, read_checked
+from videxp.metrics.folders import folder_identity, list_videos, pair_folders
 from videxp.models.loading import device_from
 from videxp.utils.io import write_json
 from videxp.utils.provenance import provenance
-from videxp.video import read_video, to_float
+from videxp.video import read_video, to_float, to_unit
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ def scored_frames(cfg_eval: DictConfig, manifest: dict[str, Any]) -> range:
 def _batches(entries: list[dict], size: int) -> Iterator[list[dict]]:
     for i in range(0, len(entries), size):
         yield entries[i : i + size]
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] → [0, 1]."""
-    return (x + 1.0) / 2.0
 
 
 # metrics that join the default selection when their weights are already in the cache
@@ -153,12 +148,15 @@ def run_samples(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
                     else [frames.start, frames.stop],
                 }
             )
+    reference: dict[int, torch.Tensor] = {}  # the last video's clip: samples of one video are consecutive
     for group in _batches(manifest["samples"], cfg.evaluate.batch_size):
         preds, reals = [], []
         for e in group:
             path = eval_dir / e["file"]
             video = read_video(path)  # [T, H, W, C] uint8
-            real = dataset[e["video"]]["video"][:T]  # [T, C, H, W] in [-1, 1]
+            if e["video"] not in reference:  # decode/generate each reference clip once, not once per sample
+                reference = {e["video"]: dataset[e["video"]]["video"][:T]}  # [T, C, H, W] in [-1, 1]
+            real = reference[e["video"]]
             if video.shape[0] != T or tuple(video.shape[1:3]) != tuple(real.shape[2:]):
                 raise ValueError(
                     f"{path}: shape {video.shape} does not match the reference clip {tuple(real.shape)}"
@@ -287,7 +285,7 @@ def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
     scored: set[tuple[int, int]] = set()
     if paired:
         for vid, rpath, fpath in pair_folders(real_dir, fake_dir):
-            real_u8, fake_u8 = read_checked(rpath), read_checked(fpath)  # [T, H, W, 3] uint8
+            real_u8, fake_u8 = read_video(rpath), read_video(fpath)  # [T, H, W, 3] uint8
             if real_u8.shape != fake_u8.shape:
                 raise ValueError(
                     f"paired videos differ in shape: {rpath} {real_u8.shape} vs {fpath} {fake_u8.shape} "
@@ -310,9 +308,9 @@ def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
                 fake_batches.add(fake_u8, fake_ids[vid], fpath)
     else:
         for vid, path in reals.items():
-            real_batches.add(read_checked(path), real_ids[vid], path)
+            real_batches.add(read_video(path), real_ids[vid], path)
         for vid, path in fakes.items():
-            fake_batches.add(read_checked(path), fake_ids[vid], path)
+            fake_batches.add(read_video(path), fake_ids[vid], path)
     real_batches.flush_all()
     fake_batches.flush_all()
 

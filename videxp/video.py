@@ -61,6 +61,11 @@ def to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x.to(torch.float32) / 127.5 - 1.0).contiguous()
 
 
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Float video in [-1, 1] -> [0, 1], the range the metrics take."""
+    return (x + 1.0) / 2.0
+
+
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """float `[..., T, C, H, W]` in [-1, 1] -> uint8 numpy `[..., T, H, W, C]`.
 
@@ -107,7 +112,10 @@ def check_video(array: np.ndarray, source: str = "<array>") -> np.ndarray:
             " (use videxp.video.to_uint8 for float tensors)"
         )
     if array.dtype != np.uint8:
-        raise VideoError(f"{source}: expected dtype uint8, got {array.dtype}")
+        raise VideoError(
+            f"{source}: expected dtype uint8, got {array.dtype} (convert floats in [0, 1] with "
+            "np.round(x * 255).astype(np.uint8), after checking for NaN)"
+        )
     if array.ndim != 4:
         raise VideoError(f"{source}: expected 4 dims [T, H, W, C], got shape {array.shape}")
     if array.shape[-1] not in (1, 3):

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import complete_videos, resolve_inference
 from videxp.metrics import PSNR, SSIM
-from videxp.video import to_float, to_uint8, write_grid
+from videxp.video import to_float, to_uint8, to_unit, write_grid
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class SampleMetrics(L.Callback):
         first = int(params["obs_length"]) if self.drop_observed else 0
         T = int(params["video_length"])
         # score what videxp-sample would write: uint8 frames
-        pred = to_float(to_uint8(samples[:, first:T].cpu())) / 2 + 0.5  # [N, F, C, H, W] in [0, 1]
-        real = to_float(to_uint8(videos[:, first:T].cpu())) / 2 + 0.5
+        pred = to_unit(to_float(to_uint8(samples[:, first:T].cpu())))  # [N, F, C, H, W] in [0, 1]
+        real = to_unit(to_float(to_uint8(videos[:, first:T].cpu())))
         for name, metric in (("psnr", PSNR()), ("ssim", SSIM())):
             metric.update(
                 pred,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
-from videxp.video import CONTAINER_SUFFIXES, FRAME_SUFFIXES, VideoError, read_video
+from videxp.video import CONTAINER_SUFFIXES, FRAME_SUFFIXES, VideoError
 
 VIDEO_SUFFIXES = (*CONTAINER_SUFFIXES, ".gif", ".npy")
 MAX_LISTED = 5  # ids named per side in a mismatch error
@@ -70,22 +68,6 @@ def pair_folders(real_dir: str | os.PathLike, fake_dir: str | os.PathLike) -> li
             f"{real_dir}: {few(only_real)}; {len(only_fake)} only in {fake_dir}: {few(only_fake)}"
         )
     return [(vid, real[vid], fake[vid]) for vid in real]
-
-
-def read_checked(path: str | os.PathLike) -> np.ndarray:
-    """`read_video` (uint8 [T, H, W, 3]) with a clear error for float .npy files."""
-    path = Path(path)
-    if path.suffix.lower() == ".npy" and path.is_file():
-        try:
-            dtype = np.load(path, mmap_mode="r", allow_pickle=False).dtype
-        except (OSError, ValueError) as e:
-            raise VideoError(f"{path}: cannot read .npy: {e}") from e
-        if dtype != np.uint8:
-            raise VideoError(
-                f"{path}: .npy videos must be uint8 [T, H, W, 3], got {dtype}; float files are not accepted "
-                "(convert with np.round(x * 255).astype(np.uint8) from [0, 1] and check for NaN first)"
-            )
-    return read_video(path)
 
 
 def folder_identity(folder: str | os.PathLike, videos: dict[str, Path]) -> dict:
