@@ -159,7 +159,7 @@ def test_fvd_from_folders_equals_one_in_memory_update(tmp_path):
             return super().__call__(x)
 
     def fvd_metric(det: Counting) -> FVD:
-        return FVD(detector=det, num_frames=8, use_cache=False, batch_size=64)
+        return FVD(detector=det, num_frames=8, use_cache=False, batch_size=64, real_offset="first")
 
     def decoded(folder, skip: str = "big") -> torch.Tensor:  # [N, T, C, H, W] in [0, 1], in id order
         clips = [read_video(p) for vid, p in list_videos(folder).items() if skip not in vid]

@@ -80,6 +80,10 @@ def test_presets_and_single_key_override_from_config(tmp_path):
         "covariance": "unbiased",
         "include_context": False,
         "per_sample": False,
+        "trials": 1,
+        "real_offset": "first",
+        "offset_seed": 0,
+        "fake_samples": None,
     }
     s = m.settings()
     assert s["protocol"] == "videogpt" and s["num_frames"] == 8 and s["detector"] == "pooled-projection"
@@ -92,7 +96,7 @@ def test_presets_and_single_key_override_from_config(tmp_path):
 
 def test_every_preset_resolves_and_bad_keys_fail():
     presets = default_protocols()
-    assert {"styleganv", "videogpt", "tats", "fdm"} <= set(presets)
+    assert {"styleganv", "videogpt", "tats", "tf", "fdm"} <= set(presets)
     for name in presets:
         resolve_protocol(name, presets)
     assert resolve_protocol("fdm", presets)["include_context"] is True
@@ -102,6 +106,8 @@ def test_every_preset_resolves_and_bad_keys_fail():
         resolve_protocol("styleganv", presets, {"quantize": "floor"})
     with pytest.raises(ValueError, match="unknown FVD protocol key"):
         FVD(detector=Counting(), frames=3)
+    with pytest.raises(ValueError, match="per_sample and trials"):
+        resolve_protocol("fdm", presets, {"trials": 3})
 
 
 def test_quantize_and_resize_conventions():
@@ -264,3 +270,119 @@ def test_random_i3d_fvd_self_zero_and_monotone(i3d_features):
     assert abs(_fd(real, real)) < 1e-6
     values = [_fd(i3d_features[s], real) for s in NOISE]
     assert all(a < b for a, b in zip(values, values[1:])), values
+
+
+def test_tf_legacy_resize_samples_without_half_pixel_centres():
+    # TF1 resize_bilinear(align_corners=False): output i reads input i·in/out, right neighbour clamped
+    x = torch.tensor([0.0, 10.0, 20.0]).view(1, 1, 1, 3).expand(1, 1, 3, 3)
+    y = resize_frames(x, "tf_legacy", size=6)  # positions 0, .5, 1, 1.5, 2, 2.5
+    assert torch.allclose(y[0, 0, 0], torch.tensor([0.0, 5.0, 10.0, 15.0, 20.0, 20.0]))
+    frames = torch.rand(2, 3, 64, 48, dtype=torch.float64)
+    out = resize_frames(frames, "tf_legacy")
+    assert out.shape == (2, 3, 224, 224)
+    # a direct per-pixel evaluation of the TF1 rule at a few output pixels
+    for i, j in [(0, 0), (17, 200), (223, 223), (100, 5)]:
+        py, px = i * 64 / 224, j * 48 / 224
+        y0, x0 = int(py), int(px)
+        y1, x1 = min(y0 + 1, 63), min(x0 + 1, 47)
+        fy, fx = py - y0, px - x0
+        f = frames[..., [y0, y0, y1, y1], [x0, x1, x0, x1]]  # [2, 3, 4]
+        ref = f @ torch.tensor(
+            [(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], dtype=torch.float64
+        )
+        assert torch.allclose(out[..., i, j], ref, atol=1e-12)
+    # differs from torch's half-pixel bilinear, as the reference page measures
+    assert (out - resize_frames(frames, "direct")).abs().max() > 1e-3
+
+
+class FirstFrameValue(Detector):
+    """Features = the mean value of the first and last scored frame (identifies the clip's window)."""
+
+    def __init__(self) -> None:
+        class Net(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, T, S, S]
+                return torch.stack([x[:, :, 0].mean((1, 2, 3)), x[:, :, -1].mean((1, 2, 3))], 1)  # [B, 2]
+
+        super().__init__(Net(), name="first-frame", feature_dim=2, min_frames=2)
+
+
+def ramp_videos(n: int, t: int) -> torch.Tensor:
+    """Videos whose frame k is the constant k/255 (uint8-exact) [n, t, 3, 8, 8]."""
+    levels = torch.arange(t, dtype=torch.float32) / 255
+    return levels.view(1, t, 1, 1, 1).expand(n, t, 3, 8, 8).contiguous()
+
+
+def test_styleganv_reference_clips_start_at_seeded_random_offsets():
+    n, t = 6, 40
+    real = ramp_videos(n, t)
+
+    def offsets(seed: int, mode: str = "random") -> list[int]:
+        m = FVD(detector=FirstFrameValue(), num_frames=8, real_offset=mode, offset_seed=seed, use_cache=False)
+        captured = []
+        m._real = {}
+        m.update_real(real, video_index=list(range(n)))
+        stats = m.real_stats
+        assert stats.count == n
+        # recover each clip's first frame from the reference features: first value = (offset/255)·2 − 1
+        for v in range(n):
+            one = FVD(
+                detector=FirstFrameValue(), num_frames=8, real_offset=mode, offset_seed=seed, use_cache=False
+            )
+            one.update_real(real[v : v + 1], video_index=[v])
+            first = float(one.real_stats.mean()[0])
+            captured.append(round((first + 1) / 2 * 255))
+        return captured
+
+    a, b, c = offsets(0), offsets(0), offsets(1)
+    assert a == b  # reproducible
+    assert a != c  # the seed matters
+    assert len(set(a)) > 1 and all(0 <= o <= t - 8 for o in a)  # per video, within range
+    assert offsets(0, "first") == [0] * n
+    # generated clips always start at frame 0
+    m = FVD(detector=FirstFrameValue(), num_frames=8, offset_seed=0, use_cache=False)
+    m.update_fake(real[:2], video_index=[0, 1], sample_index=[0, 0])
+    assert float(m.fake_stats[0].mean()[0]) == pytest.approx(-1.0)
+
+
+def test_trials_split_videos_into_groups_and_report_mean_and_spread():
+    det = Counting()
+    real, fake = videos(12, t=4, size=16, seed=3), noisy(videos(12, t=4, size=16, seed=4), 0.1)
+    m = FVD(detector=det, num_frames=4, num_real=4, num_fake=4, trials=3, use_cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.update(fake, real, video_index=list(range(12)), sample_index=[0] * 12)
+        out = m.compute()
+        per = [
+            fvd_of(
+                real[4 * k : 4 * k + 4],
+                fake[4 * k : 4 * k + 4],
+                Counting(),
+                num_frames=4,
+                num_real=4,
+                num_fake=4,
+            )
+            for k in range(3)
+        ]
+    assert out["per_trial"] == {str(k): pytest.approx(v, rel=1e-9) for k, v in enumerate(per)}
+    assert out["value"] == pytest.approx(np.mean(per), rel=1e-9)
+    assert out["std"] == pytest.approx(np.std(per, ddof=1), rel=1e-9)
+    assert out["num_real"] == 12 and out["num_fake"] == 12
+    short = FVD(detector=Counting(), num_frames=4, num_real=8, num_fake=4, trials=2, use_cache=False)
+    short.update(fake[:8], real[:8], video_index=list(range(8)), sample_index=[0] * 8)
+    with pytest.raises(ValueError, match="no reference clips"):
+        short.compute()
+
+
+def test_fake_samples_restricts_the_generated_side_to_chosen_sample_indices():
+    real = videos(4, t=4, size=16, seed=5)
+    fakes = [noisy(real, 0.05, seed=6), noisy(real, 0.4, seed=7)]  # sample 0 close, sample 1 far
+    m = FVD(detector=Counting(), num_frames=4, fake_samples=[0], use_cache=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k, fake in enumerate(fakes):
+            m.update(fake, real, video_index=list(range(4)), sample_index=[k] * 4)
+        out = m.compute()
+        only_first = fvd_of(real, fakes[0], Counting(), num_frames=4)
+    assert out["num_fake"] == 4 and out["value"] == pytest.approx(only_first, rel=1e-9)
+    with pytest.raises(ValueError, match="fake_samples"):
+        FVD(detector=Counting(), fake_samples=[-1])

@@ -151,20 +151,11 @@ def _stack(frames: list[np.ndarray], path: Path, what: str = "frame") -> np.ndar
 
 
 def _read_container(path: Path) -> np.ndarray:
-    frames: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoError(f"{path}: no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))  # [H, W, 3]
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: cannot decode ({len(frames)} frames read): {e}") from e
-    if not frames:
-        raise VideoError(f"{path}: no decodable video frames")
-    return _stack(frames, path)
+    # Lazy import: videxp.data.decode imports this module. Sequential PyAV decode in decode order; a file
+    # that decodes to fewer frames than its header declares (truncated) is a VideoError.
+    from videxp.data.decode import decode_frames
+
+    return decode_frames(path)  # [T, H, W, 3]
 
 
 def _read_gif(path: Path) -> np.ndarray:

@@ -23,11 +23,15 @@ _TRUE = {"1", "true", "yes", "on"}
 SUBDIRS = ("videxp", "torch")
 
 
+class ChecksumError(RuntimeError):
+    """A file is truncated or does not match its expected md5 / sha256 / git blob id / size."""
+
+
 class WeightsError(RuntimeError):
     """Base class for weight-file errors that are not a missing file."""
 
 
-class WeightsChecksumError(WeightsError):
+class WeightsChecksumError(WeightsError, ChecksumError):
     """A downloaded or cached file does not match its expected sha256 / git blob id / size."""
 
 
@@ -204,16 +208,21 @@ def is_offline() -> bool:
 # --------------------------------------------------------------------------- hashing
 
 
+DIGEST_FIELDS = ("md5", "sha256", "git_blob")  # hex digests `file_digests` / `download_file` report
+
+
 def _digests(path: Path) -> dict[str, str | int]:
-    """sha256 and git blob id of a file in one read, plus its size."""
+    """md5, sha256 and git blob id of a file in one read, plus its size."""
     size = path.stat().st_size
+    md5 = hashlib.md5(usedforsecurity=False)
     sha = hashlib.sha256()
-    blob = hashlib.sha1(f"blob {size}\0".encode())
+    blob = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
+            md5.update(chunk)
             sha.update(chunk)
             blob.update(chunk)
-    return {"size": size, "sha256": sha.hexdigest(), "git_blob": blob.hexdigest()}
+    return {"size": size, "md5": md5.hexdigest(), "sha256": sha.hexdigest(), "git_blob": blob.hexdigest()}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -235,7 +244,7 @@ def _sidecar(path: Path) -> Path:
 
 
 def file_digests(path: str | os.PathLike) -> dict[str, str | int]:
-    """{size, sha256, git_blob} of a file, cached in ``<file>.verified`` keyed by size and mtime.
+    """{size, md5, sha256, git_blob} of a file, cached in ``<file>.verified`` keyed by size and mtime.
 
     A big file is hashed once; later calls read the sidecar while the file's size and mtime are
     unchanged. The sidecar is best effort: an unwritable folder only means re-hashing next time.
@@ -249,32 +258,54 @@ def file_digests(path: str | os.PathLike) -> dict[str, str | int]:
         if (
             isinstance(cached, dict)
             and all(cached.get(k) == v for k, v in key.items())
-            and isinstance(cached.get("sha256"), str)
-            and isinstance(cached.get("git_blob"), str)
+            and all(isinstance(cached.get(k), str) for k in DIGEST_FIELDS)
         ):
-            return {"size": st.st_size, "sha256": cached["sha256"], "git_blob": cached["git_blob"]}
+            return {"size": st.st_size, **{k: cached[k] for k in DIGEST_FIELDS}}
     except (OSError, ValueError):
         pass
     digests = _digests(path)
     if path.stat().st_mtime_ns == st.st_mtime_ns:  # do not record digests of a file changing under us
-        try:
-            with atomic_path(side) as tmp:
-                tmp.write_text(
-                    json.dumps({**key, "sha256": digests["sha256"], "git_blob": digests["git_blob"]})
-                )
-        except OSError:
-            pass
+        _write_sidecar(path, digests)
     return digests
+
+
+def _write_sidecar(path: Path, digests: dict[str, str | int]) -> None:
+    """Record `digests` of `path` (keyed by its current size and mtime); best effort."""
+    try:
+        st = path.stat()
+        with atomic_path(_sidecar(path)) as tmp:
+            tmp.write_text(
+                json.dumps(
+                    {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: digests[k] for k in DIGEST_FIELDS}}
+                )
+            )
+    except (OSError, KeyError):
+        pass
+
+
+def digest_mismatches(
+    digests: dict[str, str | int],
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    git_blob: str | None = None,
+    size: int | None = None,
+) -> list[str]:
+    """Human-readable 'field: expected X, got Y' for each given identity field that `digests` misses."""
+    out = []
+    for field, expected in (("size", size), ("md5", md5), ("sha256", sha256), ("git_blob", git_blob)):
+        if expected is None:
+            continue
+        if isinstance(expected, str):
+            expected = expected.lower()
+        if digests[field] != expected:
+            out.append(f"{field}: expected {expected}, got {digests[field]}")
+    return out
 
 
 def _mismatches(spec: WeightSpec, digests: dict[str, str | int]) -> list[str]:
     """Human-readable 'field: expected X, got Y' for each identity field that does not match."""
-    out = []
-    for field in ("size", "sha256", "git_blob"):
-        expected = getattr(spec, field)
-        if expected is not None and digests[field] != expected:
-            out.append(f"{field}: expected {expected}, got {digests[field]}")
-    return out
+    return digest_mismatches(digests, sha256=spec.sha256, git_blob=spec.git_blob, size=spec.size)
 
 
 def verify(path: str | os.PathLike, spec: WeightSpec) -> None:
@@ -371,10 +402,48 @@ def get_path(name_or_spec: str | WeightSpec, *, download: bool | None = None) ->
 
 
 def _download(spec: WeightSpec, url: str, path: Path) -> None:
-    """Fetch `url` into `path` via a temporary file in the same folder; verify before the rename."""
-    request = urllib.request.Request(url, headers={"User-Agent": "videxp-weights"})
-    with atomic_path(path, suffix=".part") as tmp:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+    """Fetch `url` into `path` with `download_file`; a checksum failure names the weight."""
+    try:
+        download_file(
+            url,
+            path,
+            sha256=spec.sha256,
+            git_blob=spec.git_blob,
+            size=spec.size,
+            desc=spec.filename,
+            user_agent="videxp-weights",
+        )
+    except ChecksumError as err:
+        raise WeightsChecksumError(f"weight {spec.name!r}: {err}") from err
+
+
+def download_file(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    md5: str | None = None,
+    sha256: str | None = None,
+    git_blob: str | None = None,
+    size: int | None = None,
+    desc: str | None = None,
+    timeout: float | None = None,
+    user_agent: str = "videxp",
+) -> dict[str, str | int]:
+    """Download `url` to `dest` atomically and verify it; return its {size, md5, sha256, git_blob}.
+
+    The body streams (with a progress bar) into a temporary ``.part`` file beside `dest`; it is checked
+    against the Content-Length header and every identity field given (`md5`, `sha256`, `git_blob`,
+    `size`), then renamed onto `dest` and its digests are recorded in the ``<dest>.verified`` sidecar
+    (so `file_digests` need not hash it again). A truncated body or a mismatch raises `ChecksumError`
+    naming the URL, the file and each expected and actual value, and leaves nothing behind (an existing
+    `dest` is untouched). Network and HTTP errors propagate (`urllib.error.URLError`, `OSError`,
+    `http.client.HTTPException`). No offline check: callers decide (see `is_offline`).
+    """
+    dest = Path(dest)
+    name = desc or dest.name
+    request = urllib.request.Request(url, headers={"User-Agent": user_agent})
+    with atomic_path(dest, suffix=".part") as tmp:
+        with urllib.request.urlopen(request, timeout=timeout or DOWNLOAD_TIMEOUT_S) as response:
             length_header = response.headers.get("Content-Length")
             expected_len = int(length_header) if length_header and length_header.isdigit() else None
             got = 0
@@ -382,11 +451,11 @@ def _download(spec: WeightSpec, url: str, path: Path) -> None:
                 with (
                     open(tmp, "wb") as f,
                     tqdm(
-                        total=expected_len or spec.size,
+                        total=expected_len or size,
                         unit="B",
                         unit_scale=True,
                         unit_divisor=1024,
-                        desc=spec.filename,
+                        desc=name,
                         leave=False,
                     ) as bar,
                 ):
@@ -396,38 +465,24 @@ def _download(spec: WeightSpec, url: str, path: Path) -> None:
                         bar.update(len(chunk))
             except http.client.IncompleteRead as err:
                 got += len(err.partial)
-                raise WeightsChecksumError(
-                    f"weight {spec.name!r}: download of {spec.filename} from {url} was cut off: "
-                    f"expected {expected_len} bytes, got {got}"
+                raise ChecksumError(
+                    f"download of {name} from {url} was cut off: expected {expected_len} bytes, got {got}; "
+                    "nothing was saved"
                 ) from err
         if expected_len is not None and got != expected_len:
-            raise WeightsChecksumError(
-                f"weight {spec.name!r}: download of {spec.filename} from {url} is truncated: "
-                f"Content-Length {expected_len} bytes, got {got}"
+            raise ChecksumError(
+                f"download of {name} from {url} is truncated: Content-Length {expected_len} bytes, "
+                f"got {got}; nothing was saved"
             )
         digests = _digests(tmp)
-        bad = _mismatches(spec, digests)
+        bad = digest_mismatches(digests, md5=md5, sha256=sha256, git_blob=git_blob, size=size)
         if bad:
-            raise WeightsChecksumError(
-                f"weight {spec.name!r}: {spec.filename} downloaded from {url} failed verification "
-                f"({'; '.join(bad)}); nothing was saved"
+            raise ChecksumError(
+                f"{name} downloaded from {url} failed verification ({'; '.join(bad)}); nothing was saved"
             )
-    # Record the digests so the next `get_path` does not hash the file again.
-    st = path.stat()
-    try:
-        with atomic_path(_sidecar(path)) as tmp_side:
-            tmp_side.write_text(
-                json.dumps(
-                    {
-                        "size": st.st_size,
-                        "mtime_ns": st.st_mtime_ns,
-                        "sha256": digests["sha256"],
-                        "git_blob": digests["git_blob"],
-                    }
-                )
-            )
-    except OSError:
-        pass
+    # Record the digests so the next `file_digests` / `get_path` does not hash the file again.
+    _write_sidecar(dest, digests)
+    return digests
 
 
 def replace_spec(name: str, **changes: object) -> WeightSpec:

@@ -51,10 +51,12 @@ class SampleMetrics(L.Callback):
             return
         dataset = trainer.datamodule.dataset("val")
         n = min(self.num_videos, len(dataset))
-        videos = torch.stack([dataset[i]["video"] for i in range(n)]).to(pl_module.device)  # [N, T, C, H, W]
+        items = [dataset[i] for i in range(n)]
+        videos = torch.stack([it["video"] for it in items]).to(pl_module.device)  # [N, T, C, H, W]
+        cond = {k: [it[k] for it in items] for k in ("label", "prompt") if k in items[0]}
         generator = pl_module.generator()
         params = resolve_inference(self.inference, generator)
-        samples = complete_videos(generator, videos, params, self.seed, list(range(n)), 0)
+        samples = complete_videos(generator, videos, params, self.seed, list(range(n)), 0, cond)
         first = int(params["obs_length"]) if self.drop_observed else 0
         T = int(params["video_length"])
         # score what videxp-sample would write: uint8 frames

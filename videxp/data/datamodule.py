@@ -1,87 +1,157 @@
-"""The Lightning DataModule shared by every dataset: a clip source per split, wrapped as float clips."""
+"""The Lightning DataModule shared by every dataset: a source per split, clip sampling, frame transforms."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from videxp.data.clips import ClipSampler
+from videxp.data.records import DEFAULT_PROMPT, SPLITS, class_prompt
+from videxp.data.sources import VideoSource
+from videxp.data.transforms import ClipTransform
 from videxp.video import to_float
 
-SPLITS = ("train", "val", "test")
-
-
-class VideoSource(Protocol):
-    """What a dataset split provides: uint8 [T, H, W, 3] videos by index."""
-
-    def __len__(self) -> int: ...
-
-    def clip(self, i: int) -> np.ndarray: ...
-
-    def video_id(self, i: int) -> str: ...
+log = logging.getLogger(__name__)
 
 
 class ClipDataset(Dataset):
-    """Items {"video": float [T, C, H, W] in [-1, 1], "index", "video_id"} of `clip_length` frames.
+    """Clips of a source as items for models and the sampling loop.
 
-    Videos longer than `clip_length` give a window: random when `random_window` (training), else
-    the first `clip_length` frames (evaluation). Shorter videos are an error naming the video.
+    Item: ``video`` float [T, C, H, W] in [-1, 1]; ``index`` (clip index); ``video_id``; ``label`` (class
+    index, -1 where the dataset has no classes); ``prompt`` (from the class and `prompt_template`);
+    ``path`` (source file) and ``frames`` (int64 [T] source frame indices within the record).
+
+    The clips are planned once by `sampler` over the source's videos. ``random`` windows draw their start
+    (and random crops / augmentations) per access from torch's generator, so DataLoader worker seeding
+    applies; every other mode is a pure function of (sampler seed, clip index).
     """
 
-    def __init__(self, source: VideoSource, clip_length: int, random_window: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        source: VideoSource,
+        sampler: ClipSampler,
+        transform: ClipTransform,
+        prompt_template: str = DEFAULT_PROMPT,
+    ):
         self.source = source
-        self.clip_length = clip_length
-        self.random_window = random_window
-        self.seed = seed
+        self.sampler = sampler
+        self.transform = transform
+        self.prompt_template = prompt_template
+        n = len(source)
+        self._frames = [source.num_frames(i) for i in range(n)]
+        fps = [source.fps(i) for i in range(n)] if sampler.target_fps is not None else None
+        self.windows = sampler.plan(self._frames, fps)
+        for video, reason in sampler.skipped:
+            log.warning("skipped %s: %s", source.record(video).video_id, reason)
+        if not self.windows:
+            raise ValueError(
+                f"no clip of {sampler.length} frames fits any of the {n} videos "
+                f"({len(sampler.skipped)} skipped as too short)"
+            )
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.windows)
+
+    def _rng(self, i: int) -> np.random.Generator:
+        if self.sampler.mode == "random":
+            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, i])
+
+    def video_id(self, i: int) -> str:
+        return self.source.record(self.windows[i].video).video_id
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        video = self.source.clip(i)  # [T, H, W, 3] uint8
-        T = video.shape[0]
-        if self.clip_length > T:
-            raise ValueError(
-                f"video {self.source.video_id(i)!r} has {T} frames, fewer than the clip length "
-                f"{self.clip_length}"
-            )
-        start = 0
-        if self.random_window and self.clip_length < T:
-            start = int(torch.randint(0, T - self.clip_length + 1, ()))
-        clip = video[start : start + self.clip_length]
-        return {"video": to_float(clip), "index": i, "video_id": self.source.video_id(i)}
+        window = self.windows[i]
+        rng = self._rng(i)
+        n = self._frames[window.video]
+        start = self.sampler.draw_start(window, n, rng)
+        indices = self.sampler.frame_indices(window, start, n)  # [T]
+        record = self.source.record(window.video)
+        frames = self.source.read(window.video, indices)  # [T, H, W, 3] uint8
+        clip = self.transform(frames, rng)  # [T, h, w, C] uint8
+        return {
+            "video": to_float(clip),  # [T, C, h, w]
+            "index": i,
+            "video_id": record.video_id,
+            "label": -1 if record.label is None else int(record.label),
+            "prompt": class_prompt(record.class_name, self.prompt_template),
+            "path": record.path,
+            "frames": torch.from_numpy(indices),
+        }
 
 
 class VideoDataModule(L.LightningDataModule):
-    """Train/val/test loaders over a clip source built per split by `source(split=...)`."""
+    """Train/val/test loaders: `source(split=...)` per split, clips per `clips`, frames per `transform`.
+
+    `clips`: ``stride`` / ``target_fps`` (frame step), ``train_mode`` (default ``random``), ``eval_mode``
+    (val/test, default ``fixed``), ``num_clips`` (val/test clips; null = one per video), ``seed``, ``pad``.
+    `transform`: ``resize_mode``, ``interpolation`` and ``augment`` (albumentations transforms, training
+    split only); the output size is `image_size`.
+    """
 
     def __init__(
         self,
         source: Callable[..., VideoSource],
         name: str,
         video_length: int,
-        image_size: int,
+        image_size: int | Sequence[int],
         channels: int = 3,
         fps: float = 8.0,
         batch_size: int = 8,
         num_workers: int = 0,
         pin_memory: bool = False,
+        clips: Mapping[str, Any] | None = None,
+        transform: Mapping[str, Any] | None = None,
+        prompt_template: str = DEFAULT_PROMPT,
+        num_classes: int | None = None,
     ):
         super().__init__()
+        self.num_classes = num_classes
         self.source = source
         self.name = name
-        self.video_length = video_length
+        self.video_length = int(video_length)
         self.image_size = image_size
         self.channels = channels
         self.fps = fps
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.clips = dict(clips or {})
+        self.transform = dict(transform or {})
+        self.prompt_template = prompt_template
         self._datasets: dict[str, ClipDataset] = {}
+
+    def sampler(self, split: str) -> ClipSampler:
+        """The clip sampler of one split."""
+        c = self.clips
+        train = split == "train"
+        return ClipSampler(
+            length=self.video_length,
+            stride=int(c.get("stride", 1)),
+            target_fps=c.get("target_fps"),
+            mode=c.get("train_mode", "random") if train else c.get("eval_mode", "fixed"),
+            num_clips=None if train else c.get("num_clips"),
+            seed=int(c.get("seed", 0)),
+            pad=c.get("pad", "error"),
+        )
+
+    def clip_transform(self, split: str) -> ClipTransform:
+        """The frame transform of one split (augmentations on the training split only)."""
+        t = self.transform
+        size = self.image_size if isinstance(self.image_size, int) else tuple(self.image_size)
+        return ClipTransform(
+            size=size,
+            resize_mode=t.get("resize_mode", "squash"),
+            interpolation=t.get("interpolation", "bilinear"),
+            channels=self.channels,
+            augment=list(t.get("augment") or []) if split == "train" else None,
+        )
 
     def dataset(self, split: str) -> ClipDataset:
         """The clip dataset of one split (built once)."""
@@ -89,7 +159,10 @@ class VideoDataModule(L.LightningDataModule):
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         if split not in self._datasets:
             self._datasets[split] = ClipDataset(
-                self.source(split=split), self.video_length, random_window=(split == "train")
+                self.source(split=split),
+                self.sampler(split),
+                self.clip_transform(split),
+                self.prompt_template,
             )
         return self._datasets[split]
 

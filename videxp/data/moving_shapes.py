@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from videxp.data.hdf5 import HDF5Videos, shard_files, write_shards
+from videxp.data.records import VideoRecord
 from videxp.utils.seeding import derive_seed
 from videxp.video import VideoError
 
@@ -157,6 +158,33 @@ class MovingShapes:
 
     def __getitem__(self, i: int) -> np.ndarray:
         return self.clip(i)
+
+    # the VideoSource interface of videxp.data.sources
+
+    def record(self, i: int) -> VideoRecord:
+        """Catalog entry of clip `i` (no classes; `path` names the shard folder or says generated)."""
+        return VideoRecord(
+            video_id=self.video_id(i),
+            path=str(Path(self.root) / self.split) if self.root is not None else "<generated>",
+            split=self.split,
+        )
+
+    def num_frames(self, i: int) -> int:
+        return self.video_length
+
+    def fps(self, i: int) -> float | None:
+        return None
+
+    def read(self, i: int, indices: np.ndarray) -> np.ndarray:
+        """uint8 [T, H, W, 3] frames at `indices` of clip `i`."""
+        return self.clip(i)[np.asarray(indices, dtype=np.int64)]
+
+    def describe(self) -> dict:
+        return {
+            "kind": "moving_shapes",
+            "root": None if self.root is None else str(self.root),
+            "num_videos": len(self),
+        }
 
     def generate(self, i: int) -> np.ndarray:
         """Render clip `i` from its seed (ignores `root`); uint8 `[T, H, W, 3]`."""

@@ -26,10 +26,14 @@ PROTOCOL_KEYS: dict[str, tuple | None] = {
     "num_frames": None,  # frames per clip, or "all" (the whole clip handed in)
     "stride": None,  # step between the chosen frames
     "quantize": ("round", "truncate", "none"),  # generated frames → uint8 (reals are uint8 already)
-    "resize": ("direct", "short_side_crop"),  # direct bilinear 224×224 | short side → 224 + centre crop
+    "resize": ("direct", "short_side_crop", "tf_legacy"),  # bilinear 224×224 | short side + crop | TF1 op
     "covariance": ("population", "unbiased"),  # ÷N (StyleGAN-V) | ÷(N−1) (TF-GAN, np.cov)
     "include_context": (True, False),  # score the full video incl. the observed prefix
     "per_sample": (True, False),  # one FVD per sample index, reported as mean ± s.e.
+    "trials": None,  # independent FVDs on consecutive groups of num_real / num_fake videos (VideoGPT)
+    "real_offset": ("first", "random"),  # reference clip start: frame 0 | seeded random (StyleGAN-V)
+    "offset_seed": "int",  # seed of the random reference offsets (any int)
+    "fake_samples": "samples",  # sample indices that enter the generated side (None = all; SRVP: [0])
 }
 TRUNCATE_EPS = 1e-3  # in 0–255 units: float32 round-off of uint8-derived values never truncates a level down
 
@@ -68,16 +72,29 @@ def resolve_protocol(
         if key not in PROTOCOL_KEYS:
             raise ValueError(f"unknown FVD protocol key {key!r}; keys: {sorted(PROTOCOL_KEYS)}")
         if value is not None:
-            resolved[key] = value
+            resolved[key] = _plain(value)
     for key, allowed in PROTOCOL_KEYS.items():
         value = resolved[key]
         if allowed is not None:
-            if value not in allowed:
+            if allowed == "samples":
+                ok = value is None or (
+                    isinstance(value, list) and all(isinstance(v, int) and v >= 0 for v in value) and value
+                )
+                if not ok:
+                    raise ValueError(
+                        f"FVD {key}={value!r} (protocol {protocol!r}); expected null or a list of sample ids"
+                    )
+            elif allowed == "int":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected an int")
+            elif value not in allowed:
                 raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected one of {allowed}")
         elif key == "num_frames" and value == "all":
             continue
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected a positive int")
+    if resolved["per_sample"] and resolved["trials"] > 1:
+        raise ValueError(f"FVD protocol {protocol!r}: per_sample and trials > 1 cannot be combined")
     return resolved
 
 
@@ -94,13 +111,32 @@ def quantize(x: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"quantize must be round | truncate | none, got {mode!r}")
 
 
-def resize_frames(x: torch.Tensor, mode: str, size: int = INPUT_SIZE) -> torch.Tensor:
-    """Resize frames [N, C, H, W] to [N, C, size, size], bilinear, `align_corners=False`, no antialias.
+def tf_legacy_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Interpolation matrix [n_out, n_in] of TF1's `resize_bilinear` (align_corners=False, no half-pixel
+    centres): output i samples input position i·n_in/n_out, neighbours clamped to the last pixel."""
+    pos = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)  # [n_out]
+    lo = pos.floor().long().clamp(max=n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    frac = pos - lo.to(torch.float64)
+    m = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    m.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+    m.index_put_((rows, hi), frac, accumulate=True)
+    return m.to(dtype=dtype, device=device)
 
-    `direct`: both sides to `size` (TF / TATS / StyleGAN-V); `short_side_crop`: short side to `size`, long
-    side `ceil` (VideoGPT), then the centre `size`×`size` crop.
+
+def resize_frames(x: torch.Tensor, mode: str, size: int = INPUT_SIZE) -> torch.Tensor:
+    """Resize frames [N, C, H, W] to [N, C, size, size], bilinear, no antialias.
+
+    `direct`: both sides to `size`, `align_corners=False` (TATS / StyleGAN-V); `short_side_crop`: short
+    side to `size`, long side `ceil` (VideoGPT), then the centre `size`×`size` crop; `tf_legacy`: both
+    sides to `size` as TF1 `tf.image.resize_bilinear` does (no half-pixel centres; TF-Hub FVD, FDM, SRVP).
     """
     h, w = x.shape[-2:]
+    if mode == "tf_legacy":
+        mh = tf_legacy_matrix(h, size, x.dtype, x.device)  # [S, H]
+        mw = tf_legacy_matrix(w, size, x.dtype, x.device)  # [S, W]
+        return mh @ x @ mw.T  # [N, C, S, S]
     if mode == "direct":
         if (h, w) == (size, size):
             return x
@@ -193,7 +229,12 @@ class FVD(Metric):
             **self.protocol,
             "real_quantize": "round (reference frames are uint8 already)",
             "resolution": [INPUT_SIZE, INPUT_SIZE],
-            "interpolation": "bilinear, align_corners=False, no antialias",
+            "interpolation": "bilinear, no antialias, "
+            + (
+                "TF1 legacy (no half-pixel centres)"
+                if self.protocol["resize"] == "tf_legacy"
+                else "align_corners=False"
+            ),
             "value_range": [-1.0, 1.0],
             "features": "detector output (I3D: 400-d logits averaged over time)",
             "detector": det.name if det is not None else str(self._detector_spec),
@@ -220,29 +261,33 @@ class FVD(Metric):
         }
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
-    def cache_path(self) -> Path | None:
-        """Where the reference statistics live on disk (None when caching is off or no identity)."""
+    def cache_path(self, trial: int = 0) -> Path | None:
+        """Where the reference statistics (of one trial) live on disk (None: caching off or no identity)."""
         key = self.cache_key() if self.use_cache else None
-        return None if key is None else self.cache_dir / f"real_{key[:32]}.npz"
+        if key is None:
+            return None
+        suffix = f"_trial{trial}" if self.protocol["trials"] > 1 else ""
+        return self.cache_dir / f"real_{key[:32]}{suffix}.npz"
 
     def _check_cache(self) -> None:
         """On the first update after an identity is set, load the cached reference statistics if any."""
         if self._cache_checked:
             return
         self._cache_checked = True
-        path = self.cache_path()
-        if path is not None and path.is_file():
-            self._real = FeatureStats.load(path)
+        paths = [self.cache_path(k) for k in range(self.protocol["trials"])]
+        if all(p is not None and p.is_file() for p in paths):
+            self._real = {k: FeatureStats.load(p) for k, p in enumerate(paths)}
             self._real_from_cache = True
 
     # ----------------------------------------------------------------- streaming
 
     def reset(self) -> None:
         """Forget every update (the reference identity is kept)."""
-        self._real = FeatureStats()
-        self._fake: dict[int, FeatureStats] = {}
+        self._real: dict[int, FeatureStats] = {}  # trial -> reference statistics
+        self._fake: dict[int, FeatureStats] = {}  # sample index (per_sample) or trial -> statistics
         self._real_seen: set[int] = set()
         self._fake_seen: set[tuple[int, int]] = set()
+        self._fake_count = 0  # generated clips kept (pooled modes assign trials by arrival order)
         self._real_skipped = 0
         self._fake_skipped = 0
         self._real_from_cache = False
@@ -251,6 +296,17 @@ class FVD(Metric):
 
     def _label(self, video: int, side: str) -> str:
         return self.video_labels.get(side, {}).get(int(video), f"video {int(video)}")
+
+    def _real_offset(self, video: int, t: int) -> int:
+        """Start of the reference clip of `video` in its T frames: 0, or seeded random (StyleGAN-V)."""
+        n = self.protocol["num_frames"]
+        if self.protocol["real_offset"] == "first" or n == "all":
+            return 0
+        room = t - ((n - 1) * self.protocol["stride"] + 1)
+        if room <= 0:
+            return 0  # too short: _choose_frames reports it
+        rng = np.random.default_rng([int(self.protocol["offset_seed"]) & 0xFFFFFFFF, int(video)])
+        return int(rng.integers(0, room + 1))
 
     def _choose_frames(self, t: int, videos: np.ndarray, side: str) -> list[int]:
         """Positions (into the T frames handed in) of the clip to score; ValueError if T is too short."""
@@ -302,22 +358,30 @@ class FVD(Metric):
         b, t = target.shape[:2]
         videos = _as_index(video_index, "video_index", b)
         frames = np.arange(t) if frame_index is None else _as_index(frame_index, "frame_index", t)
-        keep = []
+        capacity = self.protocol["num_real"] * self.protocol["trials"]
+        keep, trial = [], []
         for i, v in enumerate(videos.tolist()):
             if v in self._real_seen:
                 continue
-            if len(self._real_seen) >= self.protocol["num_real"]:
+            if len(self._real_seen) >= capacity:
                 self._real_skipped += 1
                 continue
+            trial.append(len(self._real_seen) // self.protocol["num_real"])
             self._real_seen.add(v)
             keep.append(i)
         if not keep:
             return
         positions = self._choose_frames(t, videos[keep], "reference")
-        clip = target[keep][:, positions]  # [b, F, C, H, W]
+        offsets = [self._real_offset(int(videos[i]), t) for i in keep]
+        index = torch.tensor([[o + p for p in positions] for o in offsets])  # [b, F]
+        rows = target[keep]  # [b, T, C, H, W]
+        clip = torch.stack([rows[j, index[j]] for j in range(len(keep))])  # [b, F, C, H, W]
         check_frame_values(clip, "target")
-        self._real.update(self.features(clip, "round").double().numpy())
-        self._scored_frames["real"].add(tuple(frames[positions].tolist()))
+        feats = self.features(clip, "round").double().numpy()  # [b, D]
+        for row, k in enumerate(trial):
+            self._real.setdefault(k, FeatureStats()).update(feats[row : row + 1])
+        for o in sorted(set(offsets)):
+            self._scored_frames["real"].add(tuple(frames[[o + p for p in positions]].tolist()))
 
     def update_fake(
         self,
@@ -332,26 +396,37 @@ class FVD(Metric):
         videos = _as_index(video_index, "video_index", b)
         samples = _as_index(sample_index, "sample_index", b)
         frames = np.arange(t) if frame_index is None else _as_index(frame_index, "frame_index", t)
+        per_sample = self.protocol["per_sample"]
+        capacity = self.protocol["num_fake"] * (1 if per_sample else self.protocol["trials"])
         keep: list[int] = []
+        keys: list[int] = []
+        wanted = self.protocol["fake_samples"]
         for i, (v, s) in enumerate(zip(videos.tolist(), samples.tolist())):
-            key = s if self.protocol["per_sample"] else 0
             if (v, s) in self._fake_seen:
                 raise ValueError(f"FVD: (video={v}, sample={s}) was added more than once")
-            count = self._fake[key].count if key in self._fake else 0
-            count += sum(1 for j in keep if (samples[j] if self.protocol["per_sample"] else 0) == key)
-            if count >= self.protocol["num_fake"]:
+            if wanted is not None and s not in wanted:
+                continue  # not part of the protocol's generated side (not counted as skipped)
+            if per_sample:
+                key = s
+                count = (self._fake[key].count if key in self._fake else 0) + keys.count(key)
+            else:
+                count = self._fake_count
+                key = count // self.protocol["num_fake"]
+            if count >= capacity:
                 self._fake_skipped += 1
                 continue
             self._fake_seen.add((v, s))
+            if not per_sample:
+                self._fake_count += 1
             keep.append(i)
+            keys.append(key)
         if not keep:
             return
         positions = self._choose_frames(t, videos[keep], "generated")
         clip = pred[keep][:, positions]  # [b, F, C, H, W]
         check_frame_values(clip, "pred")
         feats = self.features(clip, self.protocol["quantize"]).double().numpy()  # [b, D]
-        for row, i in enumerate(keep):
-            key = int(samples[i]) if self.protocol["per_sample"] else 0
+        for row, key in enumerate(keys):
             self._fake.setdefault(key, FeatureStats()).update(feats[row : row + 1])
         self._scored_frames["fake"].add(tuple(frames[positions].tolist()))
 
@@ -375,24 +450,27 @@ class FVD(Metric):
 
     @property
     def real_stats(self) -> FeatureStats:
-        """Reference feature statistics so far (loaded from the cache on a hit)."""
-        return self._real
+        """Reference feature statistics so far, all trials pooled (loaded from the cache on a hit)."""
+        pooled = FeatureStats()
+        for stats in self._real.values():
+            pooled.merge(stats)
+        return pooled
 
     @property
     def fake_stats(self) -> dict[int, FeatureStats]:
-        """Generated feature statistics: {sample index: stats} (per_sample) or {0: all samples}."""
+        """Generated feature statistics: {sample index: stats} (per_sample) or {trial: stats}."""
         return self._fake
 
     def compute(self) -> dict[str, Any]:
         """FVD `value` (mean ± s.e. over sample indices with per_sample) with every setting and count."""
-        if self._real.count == 0:
+        if not self._real:
             raise RuntimeError("FVD: no reference clips were added")
         if not self._fake:
             raise RuntimeError("FVD: no generated clips were added")
         unbiased = self.protocol["covariance"] == "unbiased"
         need = 2 if unbiased else 1
         for label, stats in [
-            ("reference", self._real),
+            *((f"reference[{k}]", s) for k, s in self._real.items()),
             *((f"generated[{k}]", s) for k, s in self._fake.items()),
         ]:
             if stats.count < need:
@@ -400,9 +478,18 @@ class FVD(Metric):
                     f"FVD: {label} has {stats.count} clip(s); {self.protocol['covariance']} "
                     f"covariance needs at least {need}"
                 )
-        mu_r, sigma_r = self._real.mean(), self._real.cov(unbiased=unbiased)
+        per_sample = self.protocol["per_sample"]
+        missing = [] if per_sample else sorted(set(self._fake) - set(self._real))
+        if missing:
+            raise ValueError(
+                f"FVD: generated trial(s) {missing} have no reference clips: {self.protocol['trials']} trial(s) "
+                f"need {self.protocol['num_real']} reference videos each, got {self.real_stats.count}"
+            )
+        real_moments = {
+            k: (stats.mean(), stats.cov(unbiased=unbiased)) for k, stats in sorted(self._real.items())
+        }
         per_key = {
-            k: frechet_distance(s.mean(), s.cov(unbiased=unbiased), mu_r, sigma_r)
+            k: frechet_distance(s.mean(), s.cov(unbiased=unbiased), *real_moments[0 if per_sample else k])
             for k, s in sorted(self._fake.items())
         }
         values = np.array(list(per_key.values()), dtype=np.float64)
@@ -410,7 +497,7 @@ class FVD(Metric):
         n_fake = [s.count for s in self._fake.values()]
         notes: list[str] = []
         for label, n, target_n in [
-            ("reference", self._real.count, self.protocol["num_real"]),
+            ("reference", min(r.count for r in self._real.values()), self.protocol["num_real"]),
             ("generated", min(n_fake), self.protocol["num_fake"]),
         ]:
             if n < det.feature_dim:
@@ -432,10 +519,10 @@ class FVD(Metric):
             "detector": det.name,
             "detector_sha256": det.file_sha256,
             "feature_dim": det.feature_dim,
-            "num_real": int(self._real.count),
+            "num_real": int(self.real_stats.count),
             "num_fake": int(sum(n_fake)),
-            "num_videos": int(self._real.count),
-            "real_features_shape": [int(self._real.count), int(det.feature_dim)],
+            "num_videos": int(self.real_stats.count),
+            "real_features_shape": [int(self.real_stats.count), int(det.feature_dim)],
             "generated_features_shape": [int(sum(n_fake)), int(det.feature_dim)],
             "num_real_skipped": self._real_skipped,
             "num_fake_skipped": self._fake_skipped,
@@ -446,33 +533,42 @@ class FVD(Metric):
             "warnings": notes,
             "settings": self.settings(),
         }
-        if self.protocol["per_sample"]:
+        if len(per_key) > 1 or per_sample or self.protocol["trials"] > 1:
             n = values.size
             std = float(values.std(ddof=1)) if n > 1 else math.nan
+            what = "sample indices (one FVD per sample index)" if per_sample else "trials (one FVD per trial)"
             result.update(
-                per_sample={str(k): v for k, v in per_key.items()},
-                num_fake_per_sample={str(k): int(s.count) for k, s in sorted(self._fake.items())},
+                per_sample={str(k): v for k, v in per_key.items()} if per_sample else None,
+                per_trial={str(k): v for k, v in per_key.items()} if not per_sample else None,
+                num_fake_per_sample={str(k): int(s.count) for k, s in sorted(self._fake.items())}
+                if per_sample
+                else None,
                 std=std,
                 sem=std / math.sqrt(n) if n > 1 else math.nan,
-                aggregation="mean ± s.e. over sample indices (one FVD per sample index)",
+                aggregation=f"mean ± s.e. over {what}",
             )
+            result = {k: v for k, v in result.items() if v is not None}
         self._save_cache()
         return result
 
     def _save_cache(self) -> None:
         """Store freshly computed reference statistics under `cache_path()` (no-op on a hit)."""
-        path = self.cache_path()
-        if path is None or self._real_from_cache or self._real.count == 0 or path.is_file():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._real.metadata.update(
-            detector=self.detector.name,
-            detector_sha256=self.detector.file_sha256,
-            protocol=self.protocol_name,
-            settings=self.protocol,
-            reference=self._identity,
-        )
-        self._real.save(path)
+        if self._real_from_cache or len(self._real) != self.protocol["trials"]:
+            return  # loaded from the cache, or an incomplete set of trials
+        for trial, stats in self._real.items():
+            path = self.cache_path(trial)
+            if path is None or path.is_file():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stats.metadata.update(
+                detector=self.detector.name,
+                detector_sha256=self.detector.file_sha256,
+                protocol=self.protocol_name,
+                settings=self.protocol,
+                reference=self._identity,
+                trial=trial,
+            )
+            stats.save(path)
 
 
 def default_protocols() -> dict[str, dict[str, Any]]:

@@ -15,6 +15,8 @@ from videxp.utils.seeding import randn_rows
 # the original-chain step times 1000 / diffusion_steps when rescale_timesteps (FDM), else the step itself.
 # The closure carries the conditioning, e.g. for FDMUNet:
 #   lambda x_t, t: net(x_t, x0=x0, timesteps=t, frame_indices=idx, obs_mask=obs, latent_mask=lat)
+# and class labels with classifier-free guidance (eps only; the sampler sees the guided eps):
+#   lambda x_t, t: net.guided_forward(x_t, ..., y=labels, guidance_scale=s)
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

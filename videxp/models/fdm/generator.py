@@ -8,12 +8,16 @@ import torch
 
 from videxp.inference.generator import Capabilities, Generator
 from videxp.models.fdm.diffusion import GaussianDiffusion
-from videxp.models.fdm.unet import FDMUNet
+from videxp.models.fdm.unet import FDMUNet, as_labels
 from videxp.utils.seeding import row_generators
 
 
 class FDMGenerator(Generator):
-    """Runs FDM's diffusion chain over `observed + target` frames; observed frames enter clean."""
+    """Runs FDM's diffusion chain over `observed + target` frames; observed frames enter clean.
+
+    A class-conditional net takes one label per row from `cond["label"]` and samples with
+    classifier-free guidance at `guidance_scale` (1 = plain conditional sampling).
+    """
 
     def __init__(
         self,
@@ -24,15 +28,23 @@ class FDMGenerator(Generator):
         use_ddim: bool = False,
         eta: float = 0.0,
         clip_denoised: bool = True,
+        guidance_scale: float = 1.0,
         describe_extra: dict[str, Any] | None = None,
     ):
+        if guidance_scale != 1.0 and net.num_classes is None:
+            raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional net (num_classes)")
         self.net = net
         self.diffusion = diffusion
         self.timestep_respacing = timestep_respacing
         self.use_ddim = use_ddim
         self.eta = eta
         self.clip_denoised = clip_denoised
-        self.capabilities = Capabilities(max_frames=max_frames, index_patterns=("any",))
+        self.guidance_scale = float(guidance_scale)
+        self.capabilities = Capabilities(
+            max_frames=max_frames,
+            index_patterns=("any",),
+            conditioning=("class_label",) if net.num_classes is not None else (),
+        )
         self._extra = describe_extra or {}
 
     @property
@@ -60,10 +72,18 @@ class FDMGenerator(Generator):
         obs_mask = torch.zeros(B, n, device=device)
         obs_mask[:, :n_obs] = 1.0
         latent_mask = 1.0 - obs_mask
+        labels = self._labels(cond, B, device)  # [B] int64, or None for an unconditional net
 
         def model_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.net(
-                x_t, x0=x0, timesteps=t, frame_indices=indices, obs_mask=obs_mask, latent_mask=latent_mask
+            return self.net.guided_forward(
+                x_t,
+                x0=x0,
+                timesteps=t,
+                frame_indices=indices,
+                obs_mask=obs_mask,
+                latent_mask=latent_mask,
+                y=labels,
+                guidance_scale=self.guidance_scale,
             )
 
         was_training = self.net.training
@@ -73,6 +93,18 @@ class FDMGenerator(Generator):
         finally:
             self.net.train(was_training)
         return out[:, n_obs:]  # [B, T_target, C, H, W]
+
+    def _labels(self, cond: dict[str, Any], B: int, device: torch.device) -> torch.Tensor | None:
+        """cond["label"] as [B] int64 for a class-conditional net; None (labels ignored) otherwise."""
+        num_classes = self.net.num_classes
+        if num_classes is None:
+            return None
+        if cond.get("label") is None:
+            raise ValueError(
+                f"this FDM net is class-conditional (num_classes={num_classes}): cond['label'] must hold "
+                f"one class index per row (got cond keys {sorted(cond)})"
+            )
+        return as_labels(cond["label"], B, num_classes, device, "cond['label']")
 
     def _sample(self, model_fn, x0, obs_mask, seeds) -> torch.Tensor:
         return self.diffusion.sample(
@@ -94,5 +126,7 @@ class FDMGenerator(Generator):
             "use_ddim": self.use_ddim,
             "eta": self.eta,
             "clip_denoised": self.clip_denoised,
+            "num_classes": self.net.num_classes,
+            "guidance_scale": self.guidance_scale,
             **self._extra,
         }

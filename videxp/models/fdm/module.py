@@ -13,24 +13,42 @@ from videxp.models.fdm.batching import build_training_batch
 from videxp.models.fdm.checkpoint import load_fdm_checkpoint, save_fdm_checkpoint
 from videxp.models.fdm.diffusion import GaussianDiffusion
 from videxp.models.fdm.generator import FDMGenerator
-from videxp.models.fdm.unet import FDMUNet
+from videxp.models.fdm.unet import FDMUNet, as_labels
 from videxp.utils.seeding import derive_seed, torch_generator
 
 
 def net_config(
-    size: str, presets: dict[str, dict], image_size: int, net: dict | None = None
+    size: str,
+    presets: dict[str, dict],
+    image_size: int,
+    net: dict | None = None,
+    num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """FDM's own config dict (the `config` of its checkpoints) for a named preset plus overrides."""
+    """FDM's own config dict (the `config` of its checkpoints) for a named preset plus overrides.
+
+    `num_classes` (class-conditional net) is written into the dict only when set, so an unconditional
+    config stays exactly FDM's; it may also come from `net`, but the two must then agree.
+    """
     if size not in presets:
         raise ValueError(f"unknown FDM size {size!r}; presets: {sorted(presets)}")
     config = {"image_size": image_size, **presets[size], **(net or {})}  # other keys: FDM's defaults
     if config.get("channel_mult") is None:
         config.pop("channel_mult", None)  # FDM's rule by image size
+    if num_classes is not None:
+        if config.get("num_classes") not in (None, num_classes):
+            raise ValueError(f"num_classes={num_classes} but the net settings say {config['num_classes']}")
+        config["num_classes"] = int(num_classes)
+    if config.get("num_classes") is None:
+        config.pop("num_classes", None)
     return config
 
 
 class FDMModule(L.LightningModule):
-    """Trains FDM's UNet on whole videos; `generator()` gives the sampler for videxp-sample."""
+    """Trains FDM's UNet on whole videos; `generator()` gives the sampler for videxp-sample.
+
+    With `num_classes` set the net is class-conditional: training reads `batch["label"]` and replaces
+    each row's label by the null label with probability `p_uncond` (for classifier-free guidance).
+    """
 
     sampling_keys = ("sampling",)  # taken from the sample-time config when loading a checkpoint
 
@@ -47,10 +65,14 @@ class FDMModule(L.LightningModule):
         ema: dict | None = None,
         pad_with_random_frames: bool = True,
         seed: int = 0,
+        num_classes: int | None = None,
+        p_uncond: float = 0.1,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.fdm_config = net_config(size, presets, image_size, net)
+        if not 0.0 <= p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+        self.fdm_config = net_config(size, presets, image_size, net, num_classes)
         self.net = FDMUNet.from_fdm_config(self.fdm_config)
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.diffusion = GaussianDiffusion(**(diffusion or {}))
@@ -60,14 +82,45 @@ class FDMModule(L.LightningModule):
         self.ema = {"rate": 0.9999, "warmup": False, **(ema or {})}
         self.pad_with_random_frames = pad_with_random_frames
         self.seed = seed
+        self.p_uncond = float(p_uncond)
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a class-conditional net (from the network itself, e.g. after `load_weights`)."""
+        return self.net.num_classes
 
     # ----------------------------------------------------------------- training
-    def _loss(self, videos: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """FDM's loss on one batch of whole videos [B, T, C, H, W]."""
+    def batch_labels(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """batch["label"] as [B] int64 for a class-conditional net; None (labels ignored) otherwise."""
+        if self.num_classes is None:
+            return None
+        if batch.get("label") is None:
+            raise KeyError(
+                f"class-conditional FDM (num_classes={self.num_classes}) needs batch['label']; "
+                f"batch keys: {sorted(batch)}"
+            )
+        B = batch["video"].shape[0]
+        return as_labels(batch["label"], B, self.num_classes, self.device, "batch['label']")
+
+    def drop_labels(self, labels: torch.Tensor, g: torch.Generator, p_uncond: float) -> torch.Tensor:
+        """labels [B] with each replaced by the null label with probability p_uncond (drawn from g)."""
+        drop = torch.rand(labels.shape[0], generator=g) < p_uncond  # [B] bool, on g's device (CPU)
+        return torch.where(drop.to(labels.device), self.net.null_label, labels)
+
+    def _loss(
+        self,
+        videos: torch.Tensor,
+        g: torch.Generator,
+        labels: torch.Tensor | None = None,
+        p_uncond: float = 0.0,
+    ) -> torch.Tensor:
+        """FDM's loss on one batch of whole videos [B, T, C, H, W] (with class labels [B] if conditional)."""
         tb = build_training_batch(videos, self.max_frames, g, self.pad_with_random_frames)
         B = videos.shape[0]
         t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=g).to(self.device)
         noise = torch.randn(tb.frames.shape, generator=g, dtype=tb.frames.dtype).to(self.device)
+        if labels is not None and p_uncond > 0:  # drawn last: unconditional runs draw what they always did
+            labels = self.drop_labels(labels, g, p_uncond)
         # padding frames are trained as unconditional frames of their own group (FDM)
         loss_mask = (1.0 - tb.obs_mask) if self.pad_with_random_frames else tb.latent_mask
 
@@ -79,6 +132,7 @@ class FDMModule(L.LightningModule):
                 frame_indices=tb.frame_indices.to(self.device),
                 obs_mask=tb.obs_mask,
                 latent_mask=tb.latent_mask,
+                y=labels,
             )
 
         losses = self.diffusion.training_losses(model_fn, tb.frames, t, noise, tb.obs_mask, loss_mask)
@@ -87,13 +141,13 @@ class FDMModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         # batch randomness depends on (seed, step) only, so a resumed run draws what it would have drawn
         g = torch_generator(derive_seed(self.seed, self.global_step))
-        loss = self._loss(batch["video"], g)
+        loss = self._loss(batch["video"], g, self.batch_labels(batch), self.p_uncond)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         g = torch_generator(derive_seed(self.seed, 1_000_003, batch_idx))  # same masks at every validation
-        loss = self._loss(batch["video"], g)
+        loss = self._loss(batch["video"], g, self.batch_labels(batch))  # conditional: no label dropout
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
 
@@ -127,6 +181,7 @@ class FDMModule(L.LightningModule):
             use_ddim=s.get("use_ddim", False),
             eta=s.get("eta", 0.0),
             clip_denoised=s.get("clip_denoised", True),
+            guidance_scale=s.get("guidance_scale", 1.0),
             describe_extra={"use_ema": use_ema, "fdm_config": self.fdm_config, "max_frames": self.max_frames},
         )
 
@@ -134,9 +189,16 @@ class FDMModule(L.LightningModule):
     def load_weights(self, path: str | Path) -> int:
         """Load FDM's released `{"state_dict", "config", "step"}` file into both the net and the EMA net.
 
-        The network is rebuilt from the file's own config; returns the file's step.
+        The network is rebuilt from the file's own config (its `num_classes`, if any, included);
+        returns the file's step.
         """
         net, config, step = load_fdm_checkpoint(path)
+        wanted = self.hparams.get("num_classes")
+        if wanted is not None and wanted != net.num_classes:
+            raise ValueError(
+                f"{Path(path).name}: the file's net has num_classes={net.num_classes}, the config asks "
+                f"for model.num_classes={wanted}"
+            )
         self.fdm_config = config
         self.net = net
         self.ema_net = copy.deepcopy(net).requires_grad_(False)

@@ -31,6 +31,7 @@ FDM_NET_DEFAULTS: dict[str, Any] = {
     "use_checkpoint": False,
     "use_scale_shift_norm": True,
     "use_rpe_net": True,
+    "num_classes": None,  # videxp extension: class-conditional net (FDM itself is unconditional)
 }
 
 
@@ -68,6 +69,21 @@ def frame_mask(mask: torch.Tensor, B: int, T: int, name: str) -> torch.Tensor:
     if tuple(mask.shape) not in ((B, T), (B, T, 1, 1, 1)):
         raise ValueError(f"{name} must be [B, T] or [B, T, 1, 1, 1] (B={B}, T={T}), got {list(mask.shape)}")
     return mask.reshape(B, T)
+
+
+def as_labels(labels: Any, B: int, num_classes: int, device: torch.device, source: str) -> torch.Tensor:
+    """Class labels (list of ints or tensor, one per row) -> LongTensor [B] on `device`, each in
+    [0, num_classes); `source` names where they came from in error messages."""
+    if isinstance(labels, (list, tuple)) and any(v is None for v in labels):
+        raise ValueError(f"{source} has no label for some rows: {list(labels)}")
+    y = torch.as_tensor(labels).reshape(-1)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{source} must hold integer class indices, got dtype {y.dtype}")
+    if y.numel() != B:
+        raise ValueError(f"{source} holds {y.numel()} labels for {B} rows")
+    if B and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"{source} holds labels outside [0, {num_classes}): {y.tolist()}")
+    return y.to(device=device, dtype=torch.int64)
 
 
 def _maybe_checkpoint(enabled: bool, fn: Callable[..., Any], *args: Any) -> Any:
@@ -332,6 +348,10 @@ class FDMUNet(nn.Module):
     ResBlock at downsample factors in `attention_resolutions`, and in the middle block) mix frames.
     Frame indices enter only as relative positions in temporal attention, so the output is invariant
     to a common shift of all indices of a row.
+
+    videxp extension: with `num_classes` set, `label_emb` (num_classes + 1 rows; the last is the "no
+    label" null token for classifier-free guidance) is added to the timestep embedding, as in ADM.
+    Without it the state_dict is exactly FDM's.
     """
 
     def __init__(
@@ -348,6 +368,7 @@ class FDMUNet(nn.Module):
         use_scale_shift_norm: bool = True,
         use_rpe_net: bool = True,
         use_checkpoint: bool = False,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if not use_rpe_net:
@@ -368,11 +389,16 @@ class FDMUNet(nn.Module):
         self.num_heads = num_heads
         self.num_heads_upsample = num_heads_upsample
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes}")
+        self.num_classes = None if num_classes is None else int(num_classes)
 
         time_embed_dim = model_channels * 4
         self.time_embed = nn.Sequential(
             nn.Linear(model_channels, time_embed_dim), nn.SiLU(), nn.Linear(time_embed_dim, time_embed_dim)
         )
+        if self.num_classes is not None:  # registered only when set: FDM's keys stay untouched otherwise
+            self.label_emb = nn.Embedding(self.num_classes + 1, time_embed_dim)  # last row: null label
 
         def res(ch_in: int, ch_out: int | None = None) -> ResBlock:
             return ResBlock(ch_in, time_embed_dim, dropout, ch_out, use_scale_shift_norm, use_checkpoint)
@@ -424,7 +450,8 @@ class FDMUNet(nn.Module):
         `attention_resolutions` (comma string of resolutions, e.g. "16,8" -> downsample factors
         image_size // res), `dropout`, `learn_sigma` (-> 6 output channels), `use_scale_shift_norm`,
         `use_rpe_net`, `use_checkpoint`; missing keys take FDM's defaults, except `image_size`.
-        `channel_mult` (sequence or comma string) overrides FDM's choice by image size.
+        `channel_mult` (sequence or comma string) overrides FDM's choice by image size. `num_classes`
+        (videxp's, absent or None in FDM's files) makes the net class-conditional.
         """
         if "image_size" not in config:
             raise KeyError("FDM config has no 'image_size'")
@@ -459,7 +486,32 @@ class FDMUNet(nn.Module):
             use_scale_shift_norm=bool(cfg["use_scale_shift_norm"]),
             use_rpe_net=bool(cfg["use_rpe_net"]),
             use_checkpoint=bool(cfg["use_checkpoint"]),
+            num_classes=None if cfg["num_classes"] is None else int(cfg["num_classes"]),
         )
+
+    @property
+    def null_label(self) -> int:
+        """The label index that means "no label" (classifier-free guidance's unconditional branch)."""
+        if self.num_classes is None:
+            raise ValueError("an unconditional FDMUNet (num_classes=None) has no null label")
+        return self.num_classes
+
+    def label_embedding(self, y: torch.Tensor | None, B: int, device: torch.device) -> torch.Tensor | None:
+        """label_emb(y) [B, E] (null token where y is None); None for an unconditional net (which
+        refuses labels)."""
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("labels y given to an unconditional FDMUNet (num_classes=None)")
+            return None
+        if y is None:
+            y = torch.full((B,), self.null_label, device=device, dtype=torch.int64)
+        if tuple(y.shape) != (B,) or y.is_floating_point() or y.dtype == torch.bool:
+            raise ValueError(f"y must be integer labels [B] = [{B}], got {y.dtype} {list(y.shape)}")
+        if B and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}] ({self.num_classes} = null), got {y.tolist()}"
+            )
+        return self.label_emb(y.to(device=device, dtype=torch.int64))  # [B, E]
 
     def forward(
         self,
@@ -470,6 +522,7 @@ class FDMUNet(nn.Module):
         frame_indices: torch.Tensor,
         obs_mask: torch.Tensor,
         latent_mask: torch.Tensor,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict noise for every frame.
 
@@ -478,7 +531,9 @@ class FDMUNet(nn.Module):
         frame_indices: [B, T] int64 absolute frame indices (only differences matter);
         obs_mask, latent_mask: binary {0, 1} float [B, T] or FDM's [B, T, 1, 1, 1]. Observed frames enter
         clean (x0) with an indicator channel; frames with obs|latent = 1 and frames with both 0 (padding)
-        form two attention groups. Returns [B, T, out_channels, H, W] (eps; 6 channels if learn_sigma).
+        form two attention groups. y: [B] int64 class labels of a class-conditional net (index
+        num_classes = null label; None = null label for every row); an unconditional net takes none.
+        Returns [B, T, out_channels, H, W] (eps; 6 channels if learn_sigma).
         """
         B, T, C, H, W = x.shape
         if x0.shape != x.shape:
@@ -501,6 +556,9 @@ class FDMUNet(nn.Module):
 
         t_frames = timesteps.view(B, 1).expand(B, T).reshape(B * T)  # [B*T]
         emb = self.time_embed(timestep_embedding(t_frames, self.model_channels))  # [B*T, 4*model_channels]
+        label = self.label_embedding(y, B, x.device)  # [B, E] or None
+        if label is not None:  # added to the timestep embedding (ADM), the same for all frames of a row
+            emb = emb + label.to(emb.dtype).repeat_interleave(T, dim=0)  # [B*T, E]
 
         skips = []
         for block in self.input_blocks:
@@ -511,3 +569,43 @@ class FDMUNet(nn.Module):
             h = block(torch.cat([h, skips.pop()], dim=1), emb, frame_indices, group, T)
         out = self.out(h)  # [B*T, out_channels, H, W]
         return out.view(B, T, self.out_channels, H, W)
+
+    def guided_forward(
+        self,
+        x: torch.Tensor,
+        *,
+        x0: torch.Tensor,
+        timesteps: torch.Tensor,
+        frame_indices: torch.Tensor,
+        obs_mask: torch.Tensor,
+        latent_mask: torch.Tensor,
+        y: torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """`forward` with classifier-free guidance: eps = eps_null + s * (eps_y - eps_null).
+
+        guidance_scale s = 1 is the plain (conditional) forward. Otherwise the labelled and the
+        null-label rows run as one doubled batch [2B, ...] (rows stay independent, so a row's result
+        does not depend on the others). Only the eps channels are guided; learned-variance channels
+        (learn_sigma) are taken from the conditional pass. Returns [B, T, out_channels, H, W].
+        """
+        inputs = dict(x0=x0, timesteps=timesteps, frame_indices=frame_indices)
+        masks = dict(obs_mask=obs_mask, latent_mask=latent_mask)
+        if guidance_scale == 1.0:
+            return self(x, **inputs, **masks, y=y)
+        if self.num_classes is None:
+            raise ValueError(f"guidance_scale={guidance_scale} needs a class-conditional FDMUNet")
+        if y is None:
+            raise ValueError(f"guidance_scale={guidance_scale} needs labels y (y=None is the null label)")
+        B, T = x.shape[:2]
+        null = torch.full_like(y, self.null_label)
+        out = self(
+            torch.cat([x, x]),  # [2B, T, C, H, W]: labelled rows, then the same rows with the null label
+            **{k: torch.cat([v, v]) for k, v in inputs.items()},
+            **{k: torch.cat([frame_mask(v, B, T, k)] * 2) for k, v in masks.items()},
+            y=torch.cat([y, null]),
+        )
+        cond, uncond = out[:B], out[B:]  # [B, T, out_channels, H, W] each
+        C = self.in_channels - 1  # eps channels; any further ones are the learned variance
+        eps = uncond[:, :, :C] + guidance_scale * (cond[:, :, :C] - uncond[:, :, :C])
+        return torch.cat([eps, cond[:, :, C:]], dim=2)

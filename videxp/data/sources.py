@@ -1,0 +1,215 @@
+"""Clip sources: a dataset split read from its official tree (decoded on the fly) or from prepared shards."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from videxp.data.decode import decode_frames
+from videxp.data.hdf5 import HDF5Videos
+from videxp.data.records import SPLITS, VideoRecord
+from videxp.video import VideoError, video_info
+
+log = logging.getLogger(__name__)
+
+# dataset name -> catalog module (each has `scan(root, split, **options) -> list[VideoRecord]`)
+CATALOGS = {
+    "kth": "videxp.data.kth",
+    "clevrer": "videxp.data.clevrer",
+    "hmdb51": "videxp.data.hmdb51",
+    "ucf101": "videxp.data.ucf101",
+    "video_folder": "videxp.data.video_folder",
+}
+PREPARED_FORMAT = "videxp.prepared/1"
+MANIFEST = "manifest.json"
+FORMATS = ("auto", "raw", "prepared")
+
+
+class VideoSource(Protocol):
+    """What a dataset split provides to `ClipDataset`: videos by index, read frame by frame."""
+
+    def __len__(self) -> int: ...
+
+    def record(self, i: int) -> VideoRecord: ...
+
+    def num_frames(self, i: int) -> int: ...
+
+    def fps(self, i: int) -> float | None: ...
+
+    def read(self, i: int, indices: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def _contiguous(read_range, indices: np.ndarray) -> np.ndarray:
+    """Frames at `indices` via one contiguous read `read_range(lo, hi)` of [lo, hi) (never seek per frame)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
+        raise ValueError(f"frame indices must be a non-empty 1-D array of non-negative ints, got {indices}")
+    lo, hi = int(indices.min()), int(indices.max()) + 1
+    return read_range(lo, hi)[indices - lo]  # [T, H, W, 3]
+
+
+def scan_records(dataset: str, root: str | os.PathLike, split: str, **options: Any) -> list[VideoRecord]:
+    """The catalog of `dataset` for one split of the extracted official tree under `root`."""
+    if dataset not in CATALOGS:
+        raise ValueError(f"no catalog for dataset {dataset!r}; known: {sorted(CATALOGS)}")
+    module = importlib.import_module(CATALOGS[dataset])
+    return module.scan(root, split, **options)
+
+
+class RawSource:
+    """Videos of a catalog, decoded with PyAV on access (frame counts from the container header).
+
+    Each read decodes the contiguous range that covers the requested frames from the start of the file;
+    prepared shards (`videxp-prepare`) are the fast path for training.
+    """
+
+    def __init__(self, records: list[VideoRecord], *, name: str, root: str | os.PathLike | None = None):
+        if not records:
+            raise ValueError(f"{name}: the catalog under {root} has no videos for this split")
+        self.records = list(records)
+        self.name = name
+        self.root = None if root is None else str(root)
+        self._info: dict[int, tuple[int, float | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def record(self, i: int) -> VideoRecord:
+        return self.records[i]
+
+    def _meta(self, i: int) -> tuple[int, float | None]:
+        if i not in self._info:
+            rec = self.records[i]
+            info = video_info(rec.path)
+            n = info["num_frames"] if rec.frame_range is None else rec.frame_range[1] - rec.frame_range[0]
+            self._info[i] = (int(n), info.get("fps"))
+        return self._info[i]
+
+    def num_frames(self, i: int) -> int:
+        return self._meta(i)[0]
+
+    def fps(self, i: int) -> float | None:
+        return self._meta(i)[1]
+
+    def read(self, i: int, indices: np.ndarray) -> np.ndarray:
+        """uint8 [T, H, W, 3] frames at `indices` (0-based within the record's frame range)."""
+        rec = self.records[i]
+        offset = 0 if rec.frame_range is None else rec.frame_range[0]
+        return _contiguous(lambda lo, hi: decode_frames(rec.path, offset + lo, offset + hi), indices)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "raw", "dataset": self.name, "root": self.root, "num_videos": len(self)}
+
+
+class PreparedSource:
+    """Videos of one split of HDF5 shards (`<root>/<split>/shard_*.hdf5`), with their records.
+
+    With a `videxp-prepare` manifest (`<root>/manifest.json`) the records (ids, labels, source files and
+    frame ranges) come from it; plain RIVER-layout shards get numbered ids and no labels.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        *,
+        name: str,
+        split_dirs: dict[str, str] | None = None,
+        fps: float | None = None,
+    ):
+        self.root = Path(root)
+        self.name = name
+        folder = (split_dirs or {}).get(split, split)
+        self.store = HDF5Videos(self.root / folder)
+        manifest_path = self.root / MANIFEST
+        self.manifest: dict[str, Any] | None = None
+        if manifest_path.is_file():
+            self.manifest = json.loads(manifest_path.read_text())
+            if self.manifest.get("format") != PREPARED_FORMAT:
+                raise VideoError(f"{manifest_path}: not a videxp prepared-data manifest ({PREPARED_FORMAT})")
+            made_from = self.manifest.get("dataset")
+            if name not in ("hdf5", made_from):
+                raise VideoError(
+                    f"{manifest_path}: prepared from dataset {made_from!r}, but dataset={name!r} was selected"
+                )
+            entries = self.manifest["splits"].get(split)
+            if entries is None:
+                raise VideoError(
+                    f"{manifest_path}: no {split!r} split (has {sorted(self.manifest['splits'])})"
+                )
+            self.records = [VideoRecord.from_dict(r) for r in entries["records"]]
+            self._fps = [r.meta.get("fps") for r in self.records]
+        else:
+            self.records = [
+                VideoRecord(video_id=f"{folder}/{i:06d}", path=str(self.store.locate(i)[0]), split=split)
+                for i in range(len(self.store))
+            ]
+            self._fps = [fps] * len(self.records)
+        if len(self.records) != len(self.store):
+            raise VideoError(
+                f"{self.store.path}: holds {len(self.store)} videos, the manifest lists {len(self.records)}; "
+                "re-run videxp-prepare"
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def record(self, i: int) -> VideoRecord:
+        return self.records[i]
+
+    def num_frames(self, i: int) -> int:
+        return self.store.num_frames(i)
+
+    def fps(self, i: int) -> float | None:
+        return self._fps[i]
+
+    def read(self, i: int, indices: np.ndarray) -> np.ndarray:
+        """uint8 [T, H, W, 3] frames at `indices` of stored video `i`."""
+        return _contiguous(lambda lo, hi: self.store.read(i, lo, hi), indices)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": "prepared", "root": str(self.root), "num_videos": len(self)}
+        if self.manifest is not None:
+            out["prepared_with"] = self.manifest.get("settings")
+        return out
+
+
+def build_source(
+    *,
+    split: str,
+    name: str,
+    root: str | os.PathLike | None,
+    format: str = "auto",
+    options: dict[str, Any] | None = None,
+    split_dirs: dict[str, str] | None = None,
+    fps: float | None = None,
+) -> RawSource | PreparedSource:
+    """The source of one split: `root` is an extracted official tree (`raw`) or prepared shards (`prepared`).
+
+    `format="auto"` picks `prepared` when `<root>/manifest.json` exists or the dataset is `hdf5`.
+    `options` go to the catalog's `scan` (fold, protocol, split lists, ...).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if root is None:
+        raise ValueError(
+            f"dataset {name!r} needs dataset.source.root: the extracted official tree or prepared shards"
+        )
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"dataset {name!r}: root {root} does not exist")
+    if format == "auto":
+        format = "prepared" if (root / MANIFEST).is_file() or name == "hdf5" else "raw"
+    if format == "prepared":
+        return PreparedSource(root, split, name=name, split_dirs=split_dirs, fps=fps)
+    return RawSource(scan_records(name, root, split, **(options or {})), name=name, root=root)
