@@ -369,7 +369,7 @@ def test_trials_split_videos_into_groups_and_report_mean_and_spread():
     assert out["num_real"] == 12 and out["num_fake"] == 12
     short = FVD(detector=Counting(), num_frames=4, num_real=8, num_fake=4, trials=2, use_cache=False)
     short.update(fake[:8], real[:8], video_index=list(range(8)), sample_index=[0] * 8)
-    with pytest.raises(ValueError, match="no reference clips"):
+    with pytest.raises(ValueError, match="lack reference clips"):
         short.compute()
 
 

@@ -482,8 +482,8 @@ class FVD(Metric):
         missing = [] if per_sample else sorted(set(self._fake) - set(self._real))
         if missing:
             raise ValueError(
-                f"FVD: generated trial(s) {missing} have no reference clips: {self.protocol['trials']} "
-                f"trial(s) need {self.protocol['num_real']} reference videos each, got {self.real_stats.count}"
+                f"FVD: generated trial(s) {missing} lack reference clips: {self.protocol['trials']} trial(s) "
+                f"need {self.protocol['num_real']} reference videos each, got {self.real_stats.count}"
             )
         real_moments = {
             k: (stats.mean(), stats.cov(unbiased=unbiased)) for k, stats in sorted(self._real.items())
