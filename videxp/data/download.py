@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from videxp.data import hmdb51, kth
 from videxp.utils.io import atomic_path
 from videxp.weights import ChecksumError, digest_mismatches, download_file, file_digests, is_offline
 
@@ -126,60 +127,8 @@ class Archive:
 
 # --------------------------------------------------------------------------- registry
 
-KTH_CLASSES = ("walking", "jogging", "running", "boxing", "handwaving", "handclapping")
-HMDB51_CLASSES = (
-    "brush_hair",
-    "cartwheel",
-    "catch",
-    "chew",
-    "clap",
-    "climb",
-    "climb_stairs",
-    "dive",
-    "draw_sword",
-    "dribble",
-    "drink",
-    "eat",
-    "fall_floor",
-    "fencing",
-    "flic_flac",
-    "golf",
-    "handstand",
-    "hit",
-    "hug",
-    "jump",
-    "kick",
-    "kick_ball",
-    "kiss",
-    "laugh",
-    "pick",
-    "pour",
-    "pullup",
-    "punch",
-    "push",
-    "pushup",
-    "ride_bike",
-    "ride_horse",
-    "run",
-    "shake_hands",
-    "shoot_ball",
-    "shoot_bow",
-    "shoot_gun",
-    "sit",
-    "situp",
-    "smile",
-    "smoke",
-    "somersault",
-    "stand",
-    "swing_baseball",
-    "sword",
-    "sword_exercise",
-    "talk",
-    "throw",
-    "turn",
-    "walk",
-    "wave",
-)
+KTH_CLASSES = kth.CLASSES  # one archive per action
+HMDB51_CLASSES = hmdb51.CLASSES  # one nested RAR per class
 _HMDB51_BASE = "http://serre-lab.clps.brown.edu/wp-content/uploads/2013/10"
 _UCF101_BASE = "https://www.crcv.ucf.edu/data/UCF101"
 _CLEVRER_BASE = "http://data.csail.mit.edu/clevrer/videos"
