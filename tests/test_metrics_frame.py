@@ -331,3 +331,48 @@ def test_write_report(tmp_path) -> None:
     assert "psnr" in table and "ssim" in table and f"{results['ssim']['value']:.4f}" in table
     with pytest.raises(ValueError, match="clash"):
         write_report(tmp_path / "x", results, extra={"psnr": 1})
+
+
+# ------------------------------------------------------------------------------------------ compiled kernel
+
+
+def test_compiled_kernel_equals_eager_and_still_checks_values() -> None:
+    """compile=True: one torch.compile'd kernel per slice gives the eager values and the same input checks."""
+    rng = np.random.default_rng(7)
+    a, b = _smooth_pair(rng, 6, 3, 24, 24)
+    pred, target = torch.from_numpy(a).view(2, 3, 3, 24, 24), torch.from_numpy(b).view(2, 3, 3, 24, 24)
+    for cls in (PSNR, SSIM):
+        eager, compiled = cls(), cls(compile=True)
+        for m in (eager, compiled):
+            m.update(pred, target, video_index=[0, 1], sample_index=[0, 0])
+        np.testing.assert_allclose(compiled.as_array(), eager.as_array(), rtol=0, atol=1e-12)
+        bad = pred.clone()
+        bad[1, 2, 0, 5, 5] = float("nan")
+        with pytest.raises(ValueError, match="pred contains NaN"):
+            compiled.update(bad, target, video_index=[2, 3], sample_index=[0, 0])
+        with pytest.raises(ValueError, match=r"target values span \[.*, 2\]"):
+            compiled.update(pred, target * 2, video_index=[2, 3], sample_index=[0, 0])
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch) -> None:
+    """A machine without a working compiler still scores (eager kernel) and says so once."""
+
+    class FakeInductorError(RuntimeError):
+        pass
+
+    FakeInductorError.__module__ = "torch._inductor.exc"
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise FakeInductorError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    pred = torch.rand(1, 2, 3, 16, 16, dtype=torch.float64)
+    metric, eager = SSIM(compile=True), SSIM()
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no C\\+\\+ compiler"):
+        metric.update(pred, pred * 0.9, video_index=[0], sample_index=[0])
+    eager.update(pred, pred * 0.9, video_index=[0], sample_index=[0])
+    np.testing.assert_array_equal(metric.as_array(), eager.as_array())
+    metric.update(pred, pred * 0.8, video_index=[1], sample_index=[0])  # no second warning, still eager

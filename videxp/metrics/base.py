@@ -33,8 +33,12 @@ def _as_index(values: Sequence[int] | torch.Tensor | np.ndarray, what: str, leng
 
 def check_frame_values(x: torch.Tensor, name: str) -> None:
     """ValueError unless every value of `x` is finite and in [0, 1] (up to `RANGE_TOLERANCE`)."""
-    lo_t, hi_t = torch.aminmax(x)  # one pass; NaN propagates into both, inf shows up as an extreme
-    lo, hi = float(lo_t), float(hi_t)
+    lo, hi = torch.aminmax(x)  # one pass; NaN propagates into both, inf shows up as an extreme
+    check_value_range(float(lo), float(hi), name)
+
+
+def check_value_range(lo: float, hi: float, name: str) -> None:
+    """ValueError unless the extremes `lo`, `hi` of `name` are finite and within [0, 1] (with slack)."""
     if math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"{name} contains NaN values")
     if math.isinf(lo) or math.isinf(hi):
@@ -91,6 +95,14 @@ def check_video_batch(
     return video, sample, frame
 
 
+def _is_compile_error(e: Exception) -> bool:
+    """Whether `e` comes from torch.compile's machinery (Dynamo/Inductor, C++ toolchain), not the math."""
+    module = type(e).__module__
+    return module.startswith(("torch._dynamo", "torch._inductor", "torch._subclasses")) or isinstance(
+        e, (OSError, ImportError)
+    )
+
+
 class Metric(ABC):
     """A streaming evaluation metric over batches of (prediction, ground truth) videos.
 
@@ -144,16 +156,31 @@ class FrameMetric(Metric):
     - ``"best"``: per video, the sample with the best time-averaged score (max if `higher_is_better`,
       else min; ties go to the lowest sample index), then the mean over videos (SRVP best-of-K).
 
-    Scores are stored as float64 numpy arrays; `chunk_frames` bounds how many frames are scored at once.
+    Scores are stored as float64 numpy arrays; `chunk_frames` bounds how many frames are scored at once
+    (on CPU also `slice_bytes`: slices stay cache-sized). `compile=True` runs the value check and
+    `score_frames` of each slice as one `torch.compile`d kernel (Inductor fuses the elementwise passes;
+    same values up to float rounding); if compiling fails (e.g. no C++ compiler), a warning says so and
+    the eager kernel is used.
     """
 
-    def __init__(self, *, reduction: str = "mean", chunk_frames: int = 256, name: str | None = None) -> None:
+    slice_bytes: ClassVar[int] = CPU_CHUNK_BYTES  # CPU: float64 bytes of input per scored slice
+
+    def __init__(
+        self,
+        *,
+        reduction: str = "mean",
+        chunk_frames: int = 256,
+        compile: bool = False,
+        name: str | None = None,
+    ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if chunk_frames < 1:
             raise ValueError(f"chunk_frames must be >= 1, got {chunk_frames}")
         self.reduction = reduction
         self.chunk_frames = int(chunk_frames)
+        self.compile = bool(compile)
+        self._compiled: Any = None  # the torch.compile'd kernel, built on first use
         if name is not None:
             self.name = name
         # per update: video ids [B], sample ids [B], frame ids [T], values [B, T]
@@ -199,14 +226,15 @@ class FrameMetric(Metric):
         flat_target = target.reshape(b * t, *target.shape[2:])  # [N, C, H, W]
         step = self.chunk_frames
         if pred.device.type == "cpu":  # cache-sized slices: value check and scoring read each slice once
-            step = min(step, max(1, CPU_CHUNK_BYTES // (8 * flat_pred[0].numel())))
+            step = min(step, max(1, self.slice_bytes // (8 * flat_pred[0].numel())))
+        kernel = self._kernel()
         scores = []
         for start in range(0, b * t, step):
             stop = min(start + step, b * t)
-            p, q = flat_pred[start:stop], flat_target[start:stop]  # [n, C, H, W]
-            check_frame_values(p, "pred")
-            check_frame_values(q, "target")
-            s = self.score_frames(p, q)  # [n]
+            extremes, s = kernel(flat_pred[start:stop], flat_target[start:stop])  # [4], [n]
+            lo_p, hi_p, lo_t, hi_t = extremes.tolist()
+            check_value_range(lo_p, hi_p, "pred")
+            check_value_range(lo_t, hi_t, "target")
             if s.shape != (stop - start,):
                 raise RuntimeError(
                     f"{type(self).__name__}.score_frames returned shape {tuple(s.shape)}, "
@@ -218,6 +246,37 @@ class FrameMetric(Metric):
             raise ValueError(f"{self.name} produced NaN scores")
         self._chunks.append((video, sample, frame, values))
         self._table_cache = None
+
+    def _checked_scores(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min and max of pred and of target [4], scores [n]) of one slice [n, C, H, W]: one kernel."""
+        lo_p, hi_p = torch.aminmax(pred)
+        lo_t, hi_t = torch.aminmax(target)
+        return torch.stack([lo_p, hi_p, lo_t, hi_t]).double(), self.score_frames(pred, target)
+
+    def _kernel(self) -> Any:
+        """`_checked_scores`, compiled when `compile` is set (falling back to eager with a warning)."""
+        if not self.compile:
+            return self._checked_scores
+        if self._compiled is None:
+            compiled = torch.compile(self._checked_scores, dynamic=None)
+
+            def kernel(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                try:
+                    return compiled(pred, target)
+                except Exception as e:  # noqa: BLE001 - any compiler failure falls back the same way
+                    if not _is_compile_error(e):
+                        raise
+                    warnings.warn(
+                        f"{self.name}: torch.compile failed ({type(e).__name__}: {str(e)[:200]}); "
+                        "scoring with the eager kernel (same values, slower)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    self._compiled = self._checked_scores
+                    return self._checked_scores(pred, target)
+
+            self._compiled = kernel
+        return self._compiled
 
     def reset(self) -> None:
         """Forget every update."""

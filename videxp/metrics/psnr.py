@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from videxp.metrics.base import CPU_CHUNK_BYTES, FrameMetric
+from videxp.metrics.base import FrameMetric
 
 
 class PSNR(FrameMetric):
@@ -31,9 +31,10 @@ class PSNR(FrameMetric):
         per_channel: bool = False,
         reduction: str = "mean",
         chunk_frames: int = 256,
+        compile: bool = False,
         name: str | None = None,
     ) -> None:
-        super().__init__(reduction=reduction, chunk_frames=chunk_frames, name=name)
+        super().__init__(reduction=reduction, chunk_frames=chunk_frames, compile=compile, name=name)
         if not data_range > 0:
             raise ValueError(f"data_range must be positive, got {data_range}")
         if max_db is not None and not math.isfinite(max_db):
@@ -55,16 +56,9 @@ class PSNR(FrameMetric):
 
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """PSNR [N] of pred vs target [N, C, H, W]."""
-        n = pred.shape[0]
-        step = n if pred.device.type == "cuda" else max(1, CPU_CHUNK_BYTES // (8 * pred[0].numel()))
         dims = (2, 3) if self.per_channel else (1, 2, 3)
-        mse_chunks = []
-        for start in range(0, n, step):
-            diff = pred[start : start + step].to(torch.float64) - target[start : start + step].to(
-                torch.float64
-            )
-            mse_chunks.append(diff.square_().mean(dim=dims))  # [n, C] or [n]
-        mse = torch.cat(mse_chunks)  # [N, C] or [N]
+        diff = pred.to(torch.float64) - target.to(torch.float64)  # [N, C, H, W]
+        mse = diff.square().mean(dim=dims)  # [N, C] or [N]
         psnr = 10.0 * torch.log10(self.data_range**2 / mse)  # inf where mse == 0
         if self.max_db is not None:
             psnr = psnr.clamp(max=self.max_db)

@@ -23,9 +23,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fdm": {"window": "uniform", "win_size": 7, "sigma": None, "sample_covariance": True, "data_range": 2.0},
 }
 BACKENDS = ("auto", "conv2d", "shift")
-_CUDA_CHUNK_BYTES = 1 * 2**30
-# CPU: planes per slice chosen so the slice's working set stays near the L2 cache size.
-_CPU_SSIM_CHUNK_BYTES = 1 * 2**20
 
 
 def window_1d(window: str, win_size: int, sigma: float | None, dtype: torch.dtype) -> torch.Tensor:
@@ -38,21 +35,23 @@ def window_1d(window: str, win_size: int, sigma: float | None, dtype: torch.dtyp
     return (g / g.sum()).to(dtype)
 
 
-def filter_valid(z: torch.Tensor, kernel: torch.Tensor, backend: str) -> torch.Tensor:
-    """Separable 'valid' filtering of z [P, M, H, W] with kernel [k] along H and W -> [P, M, H-k+1, W-k+1].
+def filter_valid(z: torch.Tensor, weights: list[float], backend: str) -> torch.Tensor:
+    """Separable 'valid' filtering of z [P, M, H, W] with the 1-D window `weights` (k values) along H and W.
+
+    Returns [P, M, H-k+1, W-k+1].
 
     Output pixel (i, j) = Σ_ab kernel[a] kernel[b] z[i + a, j + b]: the window centred on input pixel
     (i + r, j + r), r = (k - 1) // 2, i.e. the filtered map with the r-pixel border cropped, exactly the
     region skimage and JH average over. `backend="conv2d"` runs two depthwise 1-D `conv2d` passes;
     `"shift"` sums k shifted slices per axis, which is several times faster than float64 `conv2d` on CPU.
     """
-    k = kernel.numel()
+    k = len(weights)
     m = z.shape[1]
     if backend == "conv2d":
+        kernel = torch.tensor(weights, dtype=z.dtype, device=z.device)  # [k]
         kv = kernel.view(1, 1, k, 1).expand(m, 1, k, 1).contiguous()  # [M, 1, k, 1]
         kh = kernel.view(1, 1, 1, k).expand(m, 1, 1, k).contiguous()  # [M, 1, 1, k]
         return F.conv2d(F.conv2d(z, kv, groups=m), kh, groups=m)
-    weights = kernel.tolist()
     rows = z.shape[-2] - k + 1
     out = z[..., 0:rows, :] * weights[0]  # [P, M, H', W]
     for a in range(1, k):
@@ -82,6 +81,7 @@ class SSIM(FrameMetric):
 
     name = "ssim"
     higher_is_better = True
+    slice_bytes = 3 * 2**19  # CPU slices of ~1.5 MB input: the filtered maps stay near the L2 cache size
 
     def __init__(
         self,
@@ -94,9 +94,10 @@ class SSIM(FrameMetric):
         backend: str = "auto",
         reduction: str = "mean",
         chunk_frames: int = 256,
+        compile: bool = False,
         name: str | None = None,
     ) -> None:
-        super().__init__(reduction=reduction, chunk_frames=chunk_frames, name=name)
+        super().__init__(reduction=reduction, chunk_frames=chunk_frames, compile=compile, name=name)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
         if backend not in BACKENDS:
@@ -119,7 +120,8 @@ class SSIM(FrameMetric):
         self.k2 = float(k2)
         self.dtype = dtype
         self.backend = backend
-        self._kernels: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+        # the separable window's values, rounded to the compute dtype
+        self._weights: list[float] = window_1d(self.window, self.win_size, self.sigma, dtype).tolist()
 
     def settings(self) -> dict[str, Any]:
         """SSIM conventions plus the reduction."""
@@ -138,12 +140,6 @@ class SSIM(FrameMetric):
             **super().settings(),
         }
 
-    def _kernel(self, device: torch.device) -> torch.Tensor:
-        key = (str(device), self.dtype)
-        if key not in self._kernels:
-            self._kernels[key] = window_1d(self.window, self.win_size, self.sigma, self.dtype).to(device)
-        return self._kernels[key]
-
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean SSIM [N] of pred vs target [N, C, H, W]."""
         if pred.shape != target.shape or pred.ndim != 4:
@@ -156,36 +152,27 @@ class SSIM(FrameMetric):
             raise ValueError(
                 f"frames of {h}x{w} are smaller than the {self.win_size}x{self.win_size} SSIM window"
             )
-        device = pred.device
         backend = self.backend
         if backend == "auto":
-            backend = "conv2d" if device.type == "cuda" and self.dtype == torch.float64 else "shift"
-        kernel = self._kernel(device)
+            backend = "conv2d" if pred.device.type == "cuda" and self.dtype == torch.float64 else "shift"
         x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
         y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
-        # Working set per plane: 4 input maps plus the row-filtered and fully filtered maps.
-        budget = _CUDA_CHUNK_BYTES if device.type == "cuda" else _CPU_SSIM_CHUNK_BYTES
-        step = max(1, budget // (12 * h * w * x.element_size()))
         c1 = (self.k1 * self.data_range) ** 2
         c2 = (self.k2 * self.data_range) ** 2
         npix = self.win_size**2
         cov_norm = npix / (npix - 1) if self.sample_covariance else 1.0
-        out = []
-        for start in range(0, n * c, step):
-            xs, ys = x[start : start + step], y[start : start + step]  # [p, H, W]
-            # Four maps instead of five: with s = x + y and d = x - y, E[s²] - E[d²] = 4 E[xy] and
-            # E[s²] + E[d²] = 2 (E[x²] + E[y²]); SSIM needs only μx μy, μx² + μy², σxy and σx² + σy².
-            s = xs + ys
-            d = xs - ys
-            z = torch.stack([s, d, s * s, d * d], dim=1)  # [p, 4, H, W]
-            mu = filter_valid(z, kernel, backend)  # [p, 4, H', W']
-            ms, md, ess, edd = mu.unbind(dim=1)  # each [p, H', W']
-            ms2, md2 = ms * ms, md * md
-            two_uxuy = 0.5 * (ms2 - md2)  # 2 μx μy
-            ux2_uy2 = 0.5 * (ms2 + md2)  # μx² + μy²
-            two_vxy = cov_norm * (0.5 * (ess - edd) - two_uxuy)  # 2 σxy
-            vx_vy = cov_norm * (0.5 * (ess + edd) - ux2_uy2)  # σx² + σy²
-            s_map = ((two_uxuy + c1) * (two_vxy + c2)) / ((ux2_uy2 + c1) * (vx_vy + c2))  # [p, H', W']
-            out.append(s_map.mean(dim=(-2, -1), dtype=torch.float64))  # [p]
-        per_channel = torch.cat(out).view(n, c)  # [N, C]
+        # Four maps instead of five: with s = x + y and d = x - y, E[s²] - E[d²] = 4 E[xy] and
+        # E[s²] + E[d²] = 2 (E[x²] + E[y²]); SSIM needs only μx μy, μx² + μy², σxy and σx² + σy².
+        s = x + y
+        d = x - y
+        z = torch.stack([s, d, s * s, d * d], dim=1)  # [P, 4, H, W]
+        mu = filter_valid(z, self._weights, backend)  # [P, 4, H', W']
+        ms, md, ess, edd = mu.unbind(dim=1)  # each [P, H', W']
+        ms2, md2 = ms * ms, md * md
+        two_uxuy = 0.5 * (ms2 - md2)  # 2 μx μy
+        ux2_uy2 = 0.5 * (ms2 + md2)  # μx² + μy²
+        two_vxy = cov_norm * (0.5 * (ess - edd) - two_uxuy)  # 2 σxy
+        vx_vy = cov_norm * (0.5 * (ess + edd) - ux2_uy2)  # σx² + σy²
+        s_map = ((two_uxuy + c1) * (two_vxy + c2)) / ((ux2_uy2 + c1) * (vx_vy + c2))  # [P, H', W']
+        per_channel = s_map.mean(dim=(-2, -1), dtype=torch.float64).view(n, c)  # [N, C]
         return per_channel.mean(dim=1)  # [N]

@@ -1,0 +1,1 @@
+"""RIVER / PFI latent flow matching: VQ autoencoders, flow transformer, interpolants, samplers."""
