@@ -209,6 +209,7 @@ def _prepare_split(
             file = writer.add(rec.video_id, video, meta["fps"])
             if file is not None:
                 meta["file"] = file
+                meta["stored_frames"] = int(video.shape[0])  # per-video files: frame count without decoding
             kept.append(dataclasses.replace(rec, frame_range=info["frame_range"], meta=meta).to_dict())
             frames += int(video.shape[0])
         writer.close()

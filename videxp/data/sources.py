@@ -109,8 +109,49 @@ class RawSource:
         return {"kind": "raw", "dataset": self.name, "root": self.root, "num_videos": len(self)}
 
 
+class VideoFiles:
+    """The per-video files of a split prepared with `format=npz` or `format=mp4` (one file per record)."""
+
+    def __init__(self, folder: Path, records: list[VideoRecord], size: tuple[int, int]):
+        self.path = folder
+        self.size = size  # stored [height, width]; mp4 frames of odd size were edge-padded by one pixel
+        self.files, self.counts = [], []
+        for r in records:
+            if "file" not in r.meta or "stored_frames" not in r.meta:
+                raise VideoError(
+                    f"{folder}: record {r.video_id!r} names no stored file and frame count; "
+                    "re-run videxp-prepare"
+                )
+            self.files.append(folder / r.meta["file"])
+            self.counts.append(int(r.meta["stored_frames"]))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def num_frames(self, i: int) -> int:
+        return self.counts[i]
+
+    def read(self, i: int, start: int, stop: int) -> np.ndarray:
+        """uint8 [stop - start, H, W, 3] frames of video `i`."""
+        path = self.files[i]
+        if not path.is_file():
+            raise VideoError(f"{path}: prepared video file is missing")
+        if path.suffix == ".npz":
+            try:
+                with np.load(path) as npz:
+                    frames = npz["frames"]  # [T, H, W, 3]
+            except (OSError, ValueError, KeyError) as e:
+                raise VideoError(f"{path}: cannot read the 'frames' array ({e})") from e
+            if frames.shape[0] < stop:
+                raise VideoError(f"{path}: holds {frames.shape[0]} frames, [{start}, {stop}) requested")
+            return frames[start:stop]
+        h, w = self.size
+        return decode_frames(path, start, stop)[:, :h, :w]  # [T, H, W, 3] without the odd-size padding
+
+
 class PreparedSource:
-    """Videos of one split of HDF5 shards (`<root>/<split>/shard_*.hdf5`), with their records.
+    """Videos of one prepared split, with their records: RIVER-layout HDF5 shards
+    (`<root>/<split>/shard_*.hdf5`) or `videxp-prepare`'s per-video npz / mp4 files.
 
     With a `videxp-prepare` manifest (`<root>/manifest.json`) the records (ids, labels, source files and
     frame ranges) come from it; plain RIVER-layout shards get numbered ids and no labels.
@@ -128,7 +169,6 @@ class PreparedSource:
         self.root = Path(root)
         self.name = name
         folder = (split_dirs or {}).get(split, split)
-        self.store = HDF5Videos(self.root / folder)
         manifest_path = self.root / MANIFEST
         self.manifest: dict[str, Any] | None = None
         if manifest_path.is_file():
@@ -147,7 +187,14 @@ class PreparedSource:
                 )
             self.records = [VideoRecord.from_dict(r) for r in entries["records"]]
             self._fps = [r.meta.get("fps") for r in self.records]
+            settings = self.manifest.get("settings", {})
+            if settings.get("format", "hdf5") == "hdf5":
+                self.store = HDF5Videos(self.root / folder)
+            else:
+                size = tuple(settings["size"])
+                self.store = VideoFiles(self.root / folder, self.records, size)
         else:
+            self.store = HDF5Videos(self.root / folder)
             self.records = [
                 VideoRecord(video_id=f"{folder}/{i:06d}", path=str(self.store.locate(i)[0]), split=split)
                 for i in range(len(self.store))
