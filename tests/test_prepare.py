@@ -261,3 +261,19 @@ def test_per_video_formats_read_back_like_the_shards(kth, tmp_path, fmt, size):
     (out / "test" / records[0]["meta"]["file"]).unlink()
     with pytest.raises(VideoError, match="prepared video file is missing"):
         PreparedSource(out, "test", name="kth").read(0, indices)
+
+
+def test_video_folder_has_a_default_preset(tmp_path):
+    """dataset=video_folder prepares with its own default preset; labels come from the subfolders."""
+    from videxp.data.standins import write_mp4
+
+    rng = np.random.default_rng(0)
+    for rel in ("walk/a.mp4", "run/b.mp4"):
+        (tmp_path / "raw" / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(tmp_path / "raw" / rel, rng.integers(0, 255, (6, 24, 32, 3), dtype=np.uint8), fps=10)
+    result = prepare(tmp_path / "raw", tmp_path / "out", tmp_path, "dataset=video_folder", "splits=[train]")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert result["status"] == "prepared" and manifest["preset"] == "video_folder"
+    source = PreparedSource(tmp_path / "out", "train", name="video_folder")
+    assert [(r.video_id, r.class_name) for r in source.records] == [("run/b", "run"), ("walk/a", "walk")]
+    assert source.read(0, np.arange(6)).shape == (6, 64, 64, 3)
