@@ -43,6 +43,8 @@ def run(cfg: DictConfig) -> L.Trainer:
     if init_weights is not None:
         log.info("initialising weights from %s", init_weights)
         model.load_weights(init_weights)
+    if hasattr(model, "prepare_datamodule"):  # e.g. the interpolant model's cached latents
+        datamodule = model.prepare_datamodule(datamodule)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=_instantiate_all(cfg.get("callbacks")),

@@ -49,7 +49,12 @@ class SampleMetrics(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.num_videos <= 0:
             return
-        dataset = trainer.datamodule.dataset("val")
+        datamodule = trainer.datamodule  # pixels even when training reads cached latents
+        dataset = (
+            datamodule.video_dataset("val")
+            if hasattr(datamodule, "video_dataset")
+            else datamodule.dataset("val")
+        )
         n = min(self.num_videos, len(dataset))
         items = [dataset[i] for i in range(n)]
         videos = torch.stack([it["video"] for it in items]).to(pl_module.device)  # [N, T, C, H, W]

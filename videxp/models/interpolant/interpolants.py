@@ -70,7 +70,9 @@ class Interpolant(ABC):
     def describe(self) -> dict[str, Any]:
         """The interpolant's settings as JSON-serialisable types."""
 
-    def _check_pair(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> None:
+    def _check_pair(
+        self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None
+    ) -> None:
         """Raise a ValueError unless x0, x1 (and w) share a shape and t fits their batch."""
         if x0.shape != x1.shape:
             raise ValueError(f"x0 and x1 differ in shape: {tuple(x0.shape)} vs {tuple(x1.shape)}")
@@ -78,7 +80,9 @@ class Interpolant(ABC):
             raise ValueError(f"Wiener value w has shape {tuple(w.shape)}, expected {tuple(x0.shape)}")
         _check_time(t, x0)
 
-    def _wiener_term(self, coef: torch.Tensor, w: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+    def _wiener_term(
+        self, coef: torch.Tensor, w: torch.Tensor | None, like: torch.Tensor
+    ) -> torch.Tensor | float:
         """`coef * w` broadcast over [B, ...]; zero when the interpolant is deterministic and w is None."""
         if w is None:
             if self.noisy:
@@ -86,13 +90,17 @@ class Interpolant(ABC):
             return 0.0
         return _per_row(coef, like) * w
 
-    def path(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    def path(
+        self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None
+    ) -> torch.Tensor:
         """`x_t = alpha x0 + beta x1 + sigma w` for x0, x1, w [B, ...] and t [B] or 0-d."""
         self._check_pair(x0, x1, t, w)
         a, b = _per_row(self.alpha(t), x0), _per_row(self.beta(t), x0)  # [B, 1, ..., 1]
         return a * x0 + b * x1 + self._wiener_term(self.sigma(t), w, x0)
 
-    def target(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    def target(
+        self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, w: torch.Tensor | None
+    ) -> torch.Tensor:
         """Drift-regression target `R_t = alpha' x0 + beta' x1 + sigma' w` (shape of x0)."""
         self._check_pair(x0, x1, t, w)
         a, b = _per_row(self.alpha_dot(t), x0), _per_row(self.beta_dot(t), x0)  # [B, 1, ..., 1]
@@ -207,7 +215,12 @@ class FollmerInterpolant(Interpolant):
 
     def describe(self) -> dict[str, Any]:
         """Name, start, epsilon and the beta schedule."""
-        return {"name": self.name, "starts_from": self.starts_from, "epsilon": self.epsilon, "beta": self.beta_fn}
+        return {
+            "name": self.name,
+            "starts_from": self.starts_from,
+            "epsilon": self.epsilon,
+            "beta": self.beta_fn,
+        }
 
 
 class TrigonometricInterpolant(Interpolant):
