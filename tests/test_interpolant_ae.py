@@ -360,6 +360,7 @@ def test_train_end_to_end_from_a_released_file(in_tmp, alex_state):
     overrides = [
         *TRAIN,
         "dataset.image_size=32",
+        "model.frames_per_clip=1",
         "model.loss.perceptual_net=alex",
         f"model.ckpt={init}",
         "trainer.max_steps=5",

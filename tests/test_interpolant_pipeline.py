@@ -229,3 +229,28 @@ def test_training_from_cached_latents(tmp_path):
     assert trainer.global_step == 2
     assert (cache / "train.h5").is_file() and (cache / "val.h5").is_file()
     assert "val/psnr" in trainer.callback_metrics and "train/loss" in trainer.callback_metrics
+
+
+def test_stage_one_run_feeds_stage_two(tmp_path):
+    """Stage 1 (model=interpolant/autoencoder) last.ckpt is stage 2's model.autoencoder.ckpt, as it is."""
+    stage1 = tmp_path / "ae"
+    ae_overrides = [
+        *DATA,
+        "model=interpolant/autoencoder",
+        "model.preset=test",
+        "model.loss.perceptual_weight=0",
+        "trainer.max_steps=2",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.val_check_interval=1",
+    ]
+    train.run(compose_cfg("train", ae_overrides, stage1))
+    ckpt = stage1 / "checkpoints" / "last.ckpt"
+    stage2 = train.run(
+        compose_cfg(
+            "train", [*ITINY, f"model.autoencoder.ckpt={ckpt}", "trainer.max_steps=1"], tmp_path / "flow"
+        )
+    )
+    trained_ae = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in stage2.lightning_module.autoencoder.state_dict().items():
+        assert torch.equal(value, trained_ae[f"ae.{key}"]), key

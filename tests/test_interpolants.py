@@ -49,7 +49,7 @@ def test_path_hits_endpoints(interp: Interpolant) -> None:
     start, _ = interp.sample(x0, x1, zeros, z)
     end, _ = interp.sample(x0, x1, ones, z)
     torch.testing.assert_close(start, x0)
-    torch.testing.assert_close(end, x1, atol=1e-7, rtol=1e-7)
+    torch.testing.assert_close(end, x1, atol=1e-6, rtol=0)  # RIVER's sigma_min leaves 1e-7 x0 at t = 1
     mid, _ = interp.sample(x0, x1, torch.full((SHAPE[0],), 0.5, dtype=x0.dtype), z)
     assert not torch.allclose(mid, x0) and not torch.allclose(mid, x1)
 
@@ -74,15 +74,18 @@ def test_target_is_path_time_derivative(interp: Interpolant) -> None:
 def test_coefficient_derivatives_by_autograd(interp: Interpolant) -> None:
     """alpha', beta', sigma' match autograd of alpha, beta, sigma."""
     t = torch.linspace(0.0, 1.0, 7, dtype=torch.float64, requires_grad=True)
-    for f, f_dot in ((interp.alpha, interp.alpha_dot), (interp.beta, interp.beta_dot)):
-        (grad,) = torch.autograd.grad(f(t).sum(), t)
+    pairs = [(interp.alpha, interp.alpha_dot), (interp.beta, interp.beta_dot)]
+    for f, f_dot in [*pairs, (interp.sigma, interp.sigma_dot)]:
+        value = f(t)
+        if value.requires_grad:
+            (grad,) = torch.autograd.grad(value.sum(), t)
+        else:  # a constant coefficient (sigma = 0)
+            grad = torch.zeros_like(t)
         torch.testing.assert_close(f_dot(t.detach()), grad)
-    (grad,) = torch.autograd.grad(interp.sigma(t).sum(), t, allow_unused=True, materialize_grads=True)
-    torch.testing.assert_close(interp.sigma_dot(t.detach()), grad)
 
 
 def test_follmer_matches_pfi_video_literally() -> None:
-    """PFI-video `ours`: x_t = (1-t) z0 + t^2 z1 + 0.1 (1-t) sqrt(t) eps, target -z0 + 2t z1 - 0.1 sqrt(t) eps."""
+    """PFI `ours`: x_t = (1-t) z0 + t^2 z1 + 0.1 (1-t) sqrt(t) eps; target -z0 + 2t z1 - 0.1 sqrt(t) eps."""
     z0, z1, eps = _draws(2, torch.float32)
     t = torch.tensor([1e-4, 0.4, 0.9])
     tb = t[:, None, None, None]
@@ -202,12 +205,12 @@ def test_rk4_converges_at_order_four() -> None:
 
 
 def test_rk4_is_torchdiffeq_three_eighths_rule() -> None:
-    """One step on dx/dt = t^4 gives the 3/8-rule quadrature (138/648), not Simpson's (1.25/6)."""
+    """One step on dx/dt = t^4 gives the 3/8-rule quadrature (11/54), not Simpson's (5/24); exact is 1/5."""
     x_init = torch.zeros(1, 1, dtype=torch.float64)
     out = ode_sample(
         lambda x, t: t**4 * torch.ones_like(x), x_init, torch.tensor([0.0, 1.0], dtype=torch.float64)
     )
-    assert out.item() == pytest.approx(138 / 648, abs=1e-12)
+    assert out.item() == pytest.approx(11 / 54, abs=1e-12)
 
 
 def test_grids_and_call_counts() -> None:
@@ -288,7 +291,7 @@ def test_em_returns_last_mean_without_final_noise() -> None:
 class TinyDrift(nn.Module):
     """MLP on flattened [2, 4, 4] latents, conditioned on t (Fourier features) and optionally on x0."""
 
-    def __init__(self, with_x0: bool, dim: int = 32, hidden: int = 256) -> None:
+    def __init__(self, with_x0: bool, dim: int = 32, hidden: int = 512) -> None:
         """Build the layers."""
         super().__init__()
         self.with_x0 = with_x0
@@ -339,6 +342,16 @@ def _relative_error(samples: torch.Tensor, target: torch.Tensor) -> float:
     return ((samples - target).flatten(1).norm(dim=1) / target.flatten(1).norm(dim=1)).max().item()
 
 
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: on a loaded 2-core machine two threads spin and are ~8x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(
     ("name", "methods", "reduction"),
     [
@@ -348,18 +361,19 @@ def _relative_error(samples: torch.Tensor, target: torch.Tensor) -> float:
     ],
 )
 def test_overfit_one_pair_lands_on_next_frame(name: str, methods: tuple[str, ...], reduction: str) -> None:
-    """A tiny net trained on one (previous, next) pair samples within 10 % of the next frame; untrained fails."""
+    """A tiny net fit to one (previous, next) pair samples within 10 % of the next frame; untrained fails."""
     torch.manual_seed(0)
     interp = build_interpolant(name)
     prev, nxt = _pair()
     model = TinyDrift(with_x0=interp.starts_from == "reference")
     for method in methods:
         assert _relative_error(_sample(interp, model, prev, method, 1), nxt) > 0.1
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    steps, batch = 800, 128
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     gen = torch.Generator().manual_seed(5)
-    batch = 128
     x1 = nxt.expand(batch, -1, -1, -1)  # [B, 2, 4, 4]
-    for _ in range(400):
+    for _ in range(steps):
         t = sample_times(batch, gen, 1e-4, 1 - 1e-4)
         z = torch.randn(x1.shape, generator=gen)
         x0 = prev.expand_as(x1) if interp.starts_from == "reference" else torch.randn(x1.shape, generator=gen)
@@ -368,5 +382,6 @@ def test_overfit_one_pair_lands_on_next_frame(name: str, methods: tuple[str, ...
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
     for method in methods:
         assert _relative_error(_sample(interp, model, prev, method, 2), nxt) < 0.1, method

@@ -119,9 +119,13 @@ class AutoencoderModule(L.LightningModule):
         log.info("discriminator weights from %s", path)
         return True
 
-    def setup(self, stage: str) -> None:
-        """Before fitting from scratch (not resuming), load the initial weights from `ckpt`."""
-        if stage == "fit" and self.hparams.ckpt is not None and self.trainer.ckpt_path is None:
+    def on_fit_start(self) -> None:
+        """Fitting from scratch (not resuming a Lightning checkpoint): load the initial weights from `ckpt`.
+
+        Runs after Lightning restored a resumed checkpoint (so `trainer.ckpt_path` tells the two apart)
+        and after the optimisers exist; loading copies into the existing parameters in place.
+        """
+        if self.hparams.ckpt is not None and self.trainer.ckpt_path is None:
             self.load_weights(self.hparams.ckpt, self.hparams.sha256)
 
     def export_autoencoder(self, path: str | os.PathLike) -> Path:

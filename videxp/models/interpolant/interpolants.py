@@ -1,4 +1,4 @@
-"""Stochastic interpolants of RIVER (flow matching) and PFI (Föllmer-style), time sampling and the regression loss."""
+"""Stochastic interpolants of RIVER (flow matching) and PFI (Föllmer-style), time sampling, loss."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def _per_row(coef: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class Interpolant(ABC):
-    """`x_t = alpha(t) x0 + beta(t) x1 + sigma(t) W_t` with alpha(0) = beta(1) = 1, alpha(1) = beta(0) = sigma(1) = 0.
+    """A path `x_t = alpha(t) x0 + beta(t) x1 + sigma(t) W_t` from x0 (t = 0) to x1 (t = 1).
+
+    alpha(0) = beta(1) = 1 and alpha(1) = beta(0) = sigma(1) = 0.
 
     `W_t` is a Wiener value; training draws it as `sqrt(t) z`, z ~ N(0, I). The drift-regression
     target is `R_t = alpha'(t) x0 + beta'(t) x1 + sigma'(t) W_t`, the time derivative of the path
