@@ -64,7 +64,8 @@ def sample_rate(module: InterpolantModule, device: torch.device, videos: int = 4
     """Generated frames/s of autoreg next-frame sampling (2 observed -> 4 generated)."""
     generator = module.eval().generator()
     clips = torch.rand(videos, 6, 3, SIZE, SIZE, device=device) * 2 - 1
-    params = resolve_inference({"name": "autoreg", "video_length": 6, "obs_length": 2, "step_size": 1}, generator)
+    request = {"name": "autoreg", "video_length": 6, "obs_length": 2, "step_size": 1}
+    params = resolve_inference(request, generator)
     complete_videos(generator, clips[:, :3], {**params, "video_length": 3}, 0, range(videos), 0)  # warm-up
     sync(device)
     t0 = time.perf_counter()

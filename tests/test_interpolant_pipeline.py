@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -39,6 +40,11 @@ MODEL = [
     "callbacks.last_checkpoint.every_n_train_steps=2",
 ]
 ITINY = [*DATA, *MODEL]
+
+
+def read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +260,23 @@ def test_stage_one_run_feeds_stage_two(tmp_path):
     trained_ae = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     for key, value in stage2.lightning_module.autoencoder.state_dict().items():
         assert torch.equal(value, trained_ae[f"ae.{key}"]), key
+
+
+def test_debug_overfit_drives_the_loss_down(tmp_path):
+    """debug=overfit (one batch, as PFI's --overfit batch): the Föllmer regression loss falls (its only
+    irreducible part is the small Wiener term; noise-started interpolants keep the noise's variance)."""
+    overrides = [
+        *ITINY,
+        "debug=overfit",
+        "model.interpolant=follmer",
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=40",
+        "model.optim.lr=2e-3",
+        "model.schedule.name=constant",
+    ]
+    run_dir = tmp_path / "run"
+    train.run(compose_cfg("train", overrides, run_dir))
+    rows = [r for r in read_csv(run_dir / "csv" / "version_0" / "metrics.csv") if r.get("train/loss")]
+    losses = [float(r["train/loss"]) for r in rows]
+    assert len(losses) == 40
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
