@@ -57,8 +57,10 @@ def to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise VideoError(f"to_float expects uint8 frames, got {getattr(frames, 'dtype', type(frames))}")
     if x.ndim < 4:
         raise VideoError(f"to_float expects [..., T, H, W, C], got shape {tuple(x.shape)}")
-    x = x.movedim(-1, -3)  # [..., T, C, H, W]
-    return (x.to(torch.float32) / 127.5 - 1.0).contiguous()
+    x = x.movedim(-1, -3)  # [..., T, C, H, W] (a strided view)
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)  # contiguous
+    out.copy_(x)  # one pass: layout change and uint8 -> float32 together
+    return out.div_(127.5).sub_(1.0)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

@@ -258,7 +258,7 @@ class FrameMetric(Metric):
         if not self.compile:
             return self._checked_scores
         if self._compiled is None:
-            compiled = torch.compile(self._checked_scores, dynamic=None)
+            compiled = torch.compile(self._checked_scores, dynamic=True)
 
             def kernel(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 try:
