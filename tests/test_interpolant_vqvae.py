@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import math
-import zlib
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
+from river_fixtures import load_fixture, rule_state_dict
 
 from videxp.models.interpolant.autoencoder import LatentAutoencoder
 from videxp.models.interpolant.vqvae import PRESETS, RiverVQVAE
-
-RIVER_DATA = Path(__file__).resolve().parent / "data" / "river"
-
-
-def load_fixture(name: str) -> dict:
-    """Parsed JSON of tests/data/river/<name>."""
-    return json.loads((RIVER_DATA / name).read_text())
-
-
-def rule_value(key: str, shape: list[int]) -> torch.Tensor:
-    """The fixtures' deterministic weight for state-dict entry `key` of `shape` (README "weight rule")."""
-    g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-    if key.endswith("num_batches_tracked"):
-        return torch.zeros(shape, dtype=torch.int64)
-    if len(shape) >= 2:
-        return torch.randn(shape, generator=g) * (1.0 / math.sqrt(math.prod(shape[1:])))
-    if len(shape) == 1 and key.endswith("running_var"):
-        return 1 + 0.1 * torch.rand(shape, generator=g)
-    if len(shape) == 1 and key.endswith(("weight", "scale", "gamma")):
-        return 1 + 0.1 * torch.randn(shape, generator=g)
-    return 0.1 * torch.randn(shape, generator=g)
-
-
-def rule_state_dict(keys_to_shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """Rule weights for every key of a manifest-style {key: shape} mapping."""
-    return {k: rule_value(k, s) for k, s in keys_to_shapes.items()}
 
 
 @pytest.fixture(scope="module")
