@@ -138,7 +138,7 @@ def test_decode_is_quantize_then_decode_quantized(test_ae):
 
 @pytest.mark.parametrize("hw", [(36, 32), (32, 20)])
 def test_rejects_sizes_not_divisible_by_8(test_ae, hw):
-    with pytest.raises(ValueError, match="divisible by 8"):
+    with pytest.raises(ValueError, match="divisible by the downsampling factor 8"):
         test_ae.encode(torch.zeros(1, 3, *hw))
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from videxp.models.interpolant.autoencoder import LatentAutoencoder, Quantized
+from videxp.models.interpolant.autoencoder import LatentAutoencoder, Quantized, VectorQuantizer
 
 # Constructor keyword sets. "f8_small" is the paper network (taming's vq-f8 small ddconfig, 63.8M parameters);
 # "tiny" is the same with ch=32 (the conformance fixture); "test" is a sub-1M network that still downsamples
@@ -260,37 +260,11 @@ class Decoder(nn.Module):
         return self.conv_out(swish(self.norm_out(h)))  # [B, out_ch, H, W]
 
 
-class VectorQuantizer(nn.Module):
-    """taming's VectorQuantizer2 (legacy=True): nearest code by |z|² + |e|² − 2 z·e, straight-through."""
-
-    def __init__(self, n_embed: int, embed_dim: int, beta: float):
-        super().__init__()
-        self.n_embed, self.embed_dim, self.beta = n_embed, embed_dim, beta
-        self.embedding = nn.Embedding(n_embed, embed_dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / n_embed, 1.0 / n_embed)  # taming's initialisation
-
-    def forward(self, z: torch.Tensor) -> Quantized:
-        """z [B, C, h, w] -> Quantized(z_q [B, C, h, w], indices [B, h, w], loss)."""
-        B, C, h, w = z.shape
-        codebook = self.embedding.weight  # [N, C]
-        z_flat = z.permute(0, 2, 3, 1).reshape(-1, C)  # [B·h·w, C] in (b, h, w) order
-        dist = (
-            z_flat.pow(2).sum(dim=1, keepdim=True)  # [B·h·w, 1]
-            + codebook.pow(2).sum(dim=1)  # [N]
-            - 2 * z_flat @ codebook.t()  # [B·h·w, N]
-        )
-        indices = dist.argmin(dim=1)  # [B·h·w]; the first index wins on ties
-        z_q = codebook[indices].view(B, h, w, C).permute(0, 3, 1, 2)  # [B, C, h, w]
-        # legacy weighting: beta multiplies the codebook term, not the commitment term
-        loss = torch.mean((z_q.detach() - z) ** 2) + self.beta * torch.mean((z_q - z.detach()) ** 2)
-        z_q = z + (z_q - z).detach()  # straight-through: forward is z_q, gradient goes to z
-        return Quantized(z_q=z_q, indices=indices.view(B, h, w), loss=loss)
-
-
 # ----------------------------------------------------------------------------- the autoencoder
 class TamingVQGAN(LatentAutoencoder):
     """taming's VQModel (encoder, quant_conv, VectorQuantizer2, post_quant_conv, decoder) minus its losses."""
 
+    PRESETS = PRESETS
     checkpoint_prefixes = ("", "ae.", "module.ae.")
 
     def __init__(
@@ -335,23 +309,9 @@ class TamingVQGAN(LatentAutoencoder):
         self.quant_conv = nn.Conv2d(z_channels, embed_dim, 1)
         self.post_quant_conv = nn.Conv2d(embed_dim, z_channels, 1)
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> TamingVQGAN:
-        """Build a PRESETS configuration, with keyword overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown TamingVQGAN preset {name!r}; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous pre-quantisation latent quant_conv(encoder(x)) [B, C, H/f, W/f] of x [B, 3, H, W]."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected images [B, {self.in_channels}, H, W], got {list(x.shape)}")
-        H, W = x.shape[-2:]
-        if H % self.downsample or W % self.downsample:
-            raise ValueError(
-                f"image height and width must be divisible by the downsampling factor {self.downsample} "
-                f"(the latent grid must be exact), got {H}x{W}"
-            )
+        self.check_images(x)
         return self.quant_conv(self.encoder(x))  # [B, C, H/f, W/f]
 
     @property
@@ -361,14 +321,12 @@ class TamingVQGAN(LatentAutoencoder):
 
     def quantize(self, z: torch.Tensor) -> Quantized:
         """Nearest code per latent pixel of z [B, C, h, w] (first index on ties), with straight-through."""
-        if z.ndim != 4 or z.shape[1] != self.latent_channels:
-            raise ValueError(f"expected latents [B, {self.latent_channels}, h, w], got {list(z.shape)}")
+        self.check_latents(z)
         return self.quantizer(z)
 
     def decode_quantized(self, z_q: torch.Tensor) -> torch.Tensor:
         """Images decoder(post_quant_conv(z_q)) [B, 3, h·f, w·f] from a quantised latent z_q [B, C, h, w]."""
-        if z_q.ndim != 4 or z_q.shape[1] != self.latent_channels:
-            raise ValueError(f"expected latents [B, {self.latent_channels}, h, w], got {list(z_q.shape)}")
+        self.check_latents(z_q)
         return self.decoder(self.post_quant_conv(z_q))  # [B, 3, H, W]
 
     def last_layer_weight(self) -> torch.Tensor:

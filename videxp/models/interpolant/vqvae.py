@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from videxp.models.interpolant.autoencoder import LatentAutoencoder, Quantized
+from videxp.models.interpolant.autoencoder import LatentAutoencoder, Quantized, VectorQuantizer
 
 # Constructor keyword sets. "clevrer" is the paper network (RIVER's builders fix these widths; 32 groups leave
 # no smaller valid width). "test" is a small, structurally identical network for fast tests of other code.
@@ -156,35 +156,6 @@ class Decoder(AttentionStage):
         return torch.tanh(self.out_conv(swish(self.out_norm(h))))  # [B, 3, 8h, 8w]
 
 
-class VectorQuantizer(nn.Module):
-    """Nearest-neighbour codebook with the VQ-VAE loss and a straight-through estimator."""
-
-    def __init__(self, num_codes: int, code_dim: int, beta: float):
-        super().__init__()
-        self.beta = beta
-        self.embedding = nn.Embedding(num_codes, code_dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / num_codes, 1.0 / num_codes)
-
-    def forward(self, z: torch.Tensor) -> Quantized:
-        """Quantise z [B, C, h, w] to its nearest codes (first index on ties).
-
-        loss = mean((sg[z_q] − z)²) + β · mean((z_q − sg[z])²): as in RIVER's quantiser (adopted from
-        MishaLaskin/vqvae), β weights the codebook term and the commitment term has weight 1.
-        """
-        B, C, h, w = z.shape
-        codebook = self.embedding.weight  # [K, C]
-        flat = z.permute(0, 2, 3, 1).reshape(-1, C)  # [B*h*w, C] in (b, h, w) order
-        dist = (
-            flat.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1) - 2 * flat @ codebook.t()
-        )  # [B*h*w, K] squared distances |z|² + |e|² − 2 z·e
-        indices = dist.argmin(dim=1)  # [B*h*w]
-        # one_hot(idx) @ E selects rows exactly (every other product is 0): a row lookup gives the same values
-        z_q = F.embedding(indices, codebook).reshape(B, h, w, C).permute(0, 3, 1, 2)  # [B, C, h, w]
-        loss = F.mse_loss(z_q.detach(), z) + self.beta * F.mse_loss(z_q, z.detach())
-        z_q = z + (z_q - z).detach()  # straight-through: forward value z_q, gradient of the identity to z
-        return Quantized(z_q=z_q, indices=indices.reshape(B, h, w), loss=loss)
-
-
 # ----------------------------------------------------------------------------- the autoencoder
 class RiverVQVAE(LatentAutoencoder):
     """RIVER's CLEVRER VQVAE (`VQVAE`, `type: ours`); the flow model works on `encode`'s continuous latent.
@@ -195,6 +166,7 @@ class RiverVQVAE(LatentAutoencoder):
     latent_channels = 4
     downsample = 8
     num_codes = 8192
+    PRESETS = PRESETS
     checkpoint_prefixes = ("module.", "", "ae.backbone.", "module.ae.backbone.")
 
     def __init__(
@@ -237,32 +209,19 @@ class RiverVQVAE(LatentAutoencoder):
                 + ", ".join(bad)
             )
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> RiverVQVAE:
-        """Build a named configuration from PRESETS, with keyword overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown RiverVQVAE preset {name!r}; known: {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous pre-quantisation latent [B, C, H/8, W/8] of images x [B, 3, H, W] in [-1, 1]."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected images [B, {self.in_channels}, H, W], got {list(x.shape)}")
-        H, W = x.shape[-2:]
-        if H % self.downsample or W % self.downsample:
-            raise ValueError(f"image height and width must be divisible by {self.downsample}, got {H}x{W}")
+        self.check_images(x)
         return self.encoder(x)
 
     def quantize(self, z: torch.Tensor) -> Quantized:
         """Nearest code per latent pixel of z [B, C, h, w] (first index on ties); z_q is straight-through."""
-        if z.ndim != 4 or z.shape[1] != self.latent_channels:
-            raise ValueError(f"expected latents [B, {self.latent_channels}, h, w], got {list(z.shape)}")
+        self.check_latents(z)
         return self.vector_quantizer(z)
 
     def decode_quantized(self, z_q: torch.Tensor) -> torch.Tensor:
         """Images [B, 3, 8h, 8w] in (-1, 1) from an already quantised latent z_q [B, C, h, w]."""
-        if z_q.ndim != 4 or z_q.shape[1] != self.latent_channels:
-            raise ValueError(f"expected latents [B, {self.latent_channels}, h, w], got {list(z_q.shape)}")
+        self.check_latents(z_q)
         return self.decoder(z_q)
 
     def last_layer_weight(self) -> torch.Tensor:
