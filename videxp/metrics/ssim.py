@@ -74,7 +74,8 @@ class SSIM(FrameMetric):
     ``variant="fdm"``: FDM's skimage < 0.20 float defaults: 7×7 uniform window, sample covariance
     (N/(N-1) with N = 49), data_range 2. `data_range=None` takes the variant's value; it is always recorded.
 
-    Computed batched over all frames and channels in `dtype` (float64 by default). `backend`: ``"conv2d"``
+    Computed batched over all frames and channels in `dtype` (float64 by default; float32 is about twice as
+    fast and agrees to ~5e-7). `backend`: ``"conv2d"``
     (depthwise separable `torch.nn.functional.conv2d`), ``"shift"`` (shifted-slice sums) or ``"auto"``
     (conv2d for float64 on CUDA, shift otherwise: float64 conv2d is slow on CPU and float32 cuDNN convs may
     use TF32). Both give the same values up to float rounding.
@@ -91,7 +92,7 @@ class SSIM(FrameMetric):
         data_range: float | None = None,
         k1: float = 0.01,
         k2: float = 0.03,
-        dtype: torch.dtype = torch.float64,
+        dtype: torch.dtype | str = torch.float64,
         backend: str = "auto",
         reduction: str = "mean",
         chunk_frames: int = 256,
@@ -103,8 +104,11 @@ class SSIM(FrameMetric):
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        dtype = {"float64": torch.float64, "float32": torch.float32}.get(dtype, dtype)  # config strings
         if dtype not in (torch.float64, torch.float32):
-            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+            raise ValueError(
+                f"dtype must be torch.float64 or torch.float32 ('float64' / 'float32'), got {dtype}"
+            )
         spec = VARIANTS[variant]
         data_range = spec["data_range"] if data_range is None else float(data_range)
         if not data_range > 0:
