@@ -1,0 +1,1 @@
+"""FramePack (HunyuanVideo packed transformer) image-to-video generation through diffusers."""
