@@ -210,8 +210,8 @@ class InterpolantModule(L.LightningModule):
         """The next-frame sampler over this module's (EMA by default) weights and sampling settings."""
         self.ensure_autoencoder()
         s = dict(self.sampling)
-        use_ema = s.pop("use_ema", True) if use_ema is None else use_ema
-        s.pop("use_ema", None)
+        configured = s.pop("use_ema", True)
+        use_ema = configured if use_ema is None else use_ema
         return InterpolantGenerator(
             self.ema_net if use_ema else self.net,
             self.autoencoder,
