@@ -10,7 +10,7 @@ import torch
 from conftest import compose_cfg
 
 from videxp import sample
-from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir
+from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir, row_prompts
 from videxp.models.wan.components import full_transformer_config
 from videxp.models.wan.generator import WanGenerator
 
@@ -119,10 +119,9 @@ def test_image_attention_branch_runs_with_512_text_tokens(tiny):
 
 
 def test_prompt_required_and_first_last_needs_flf2v(tiny):
-    no_prompt = WanGenerator.__new__(WanGenerator)
-    no_prompt.sampling = {"prompt": None}
-    with pytest.raises(ValueError, match="no prompt"):
-        no_prompt._prompts({"prompt": [""]}, 1)
+    assert row_prompts({"prompt": ["", "b"]}, 2, "default") == ["default", "b"]
+    with pytest.raises(ValueError, match="no prompt"):  # an empty dataset prompt and no sampling.prompt
+        row_prompts({"prompt": [""]}, 1, None)
     with pytest.raises(ValueError, match="one frame"):
         tiny.generate(torch.zeros(1, 2, 3, 32, 32), [0, 1], [2, 3, 4, 5], {}, [0])
     with pytest.raises(ValueError, match="FLF2V"):

@@ -199,3 +199,35 @@ def resize_frames(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     flat = x.reshape(B * T, C, H, W).float()  # [B*T, C, H, W]
     y = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return y.reshape(B, T, C, *size).to(x.dtype)
+
+
+def merge_settings(given: dict[str, Any] | None, defaults: dict[str, Any], key: str) -> dict[str, Any]:
+    """`defaults` updated with `given`; a key `defaults` does not know is an error naming `model.<key>`."""
+    unknown = set(given or {}) - set(defaults)
+    if unknown:
+        raise ValueError(f"model.{key}: unknown keys {sorted(unknown)}; known: {sorted(defaults)}")
+    return {**defaults, **(given or {})}
+
+
+def check_frame_size(sampling: dict[str, Any]) -> None:
+    """ValueError unless sampling height / width are null or positive multiples of 16."""
+    for key in ("height", "width"):
+        if sampling[key] is not None and (int(sampling[key]) <= 0 or int(sampling[key]) % 16):
+            raise ValueError(f"model.sampling.{key}={sampling[key]} must be a positive multiple of 16")
+
+
+def row_prompts(cond: dict[str, Any], rows: int, default: str | None) -> list[str]:
+    """One prompt per row: cond["prompt"][b] where non-empty, else `default`; an error if neither."""
+    given = cond.get("prompt")
+    if given is not None and len(given) != rows:
+        raise ValueError(f"cond['prompt'] has {len(given)} entries for {rows} rows")
+    out = []
+    for b in range(rows):
+        text = given[b] if given is not None and given[b] else default
+        if not text:
+            raise ValueError(
+                f"row {b} has no prompt: the dataset gives none (cond['prompt']) and "
+                "model.sampling.prompt is not set"
+            )
+        out.append(str(text))
+    return out

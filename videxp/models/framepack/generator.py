@@ -11,13 +11,16 @@ import torch
 from videxp.inference.generator import Capabilities, Generator
 from videxp.models.diffusers_loading import (
     apply_memory_options,
+    check_frame_size,
     dtype_name,
     frames_to_pil,
     load_component,
+    merge_settings,
     parse_dtype,
     pipeline_video_to_tensor,
     resize_frames,
     resolve_device,
+    row_prompts,
 )
 from videxp.utils.seeding import torch_generator
 
@@ -107,15 +110,9 @@ class FramePackGenerator(Generator):
                 "model.cpu_offload=sequential: FramePack's SigLIP image encoder does not support sequential "
                 "offload (diffusers skips it too); use cpu_offload=model with vae_tiling=true"
             )
-        checks = (("dtypes", dtypes, DEFAULT_DTYPES), ("sampling", sampling, DEFAULT_SAMPLING))
-        for key, given, known in checks:
-            unknown = set(given or {}) - set(known)
-            if unknown:
-                raise ValueError(f"model.{key}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        s = self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
-        for key in ("height", "width"):
-            if s[key] is not None and (int(s[key]) <= 0 or int(s[key]) % 16):
-                raise ValueError(f"model.sampling.{key}={s[key]} must be a positive multiple of 16")
+        dtypes = merge_settings(dtypes, DEFAULT_DTYPES, "dtypes")
+        s = self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
+        check_frame_size(s)
         if int(s["latent_window_size"]) < 2:
             raise ValueError(f"model.sampling.latent_window_size must be >= 2, got {s['latent_window_size']}")
         self.size, self.variant, self.revision = size, variant, revision
@@ -128,7 +125,7 @@ class FramePackGenerator(Generator):
             s["prompt_template"] = s["prompt_template"] or TINY_PROMPT_TEMPLATE
             self.dtypes = {k: torch.float32 for k in DEFAULT_DTYPES}  # random tiny weights: CPU float32
         else:
-            self.dtypes = {k: parse_dtype(v) for k, v in {**DEFAULT_DTYPES, **(dtypes or {})}.items()}
+            self.dtypes = {k: parse_dtype(v) for k, v in dtypes.items()}
         self.device = resolve_device(device)
         self.cpu_offload, self.vae_tiling, self.vae_slicing = cpu_offload, bool(vae_tiling), bool(vae_slicing)
         self.fps, self.tiny_seed = float(fps), int(tiny_seed)
@@ -303,22 +300,6 @@ class FramePackGenerator(Generator):
             )
         return False
 
-    def _prompts(self, cond: dict[str, Any], B: int) -> list[str]:
-        """One prompt per row: cond["prompt"][b] where non-empty, else sampling.prompt; error if neither."""
-        rows = cond.get("prompt")
-        if rows is not None and len(rows) != B:
-            raise ValueError(f"cond['prompt'] has {len(rows)} entries for {B} rows")
-        out = []
-        for b in range(B):
-            text = rows[b] if rows is not None and rows[b] else self.sampling["prompt"]
-            if not text:
-                raise ValueError(
-                    f"row {b} has no prompt: the dataset gives none (cond['prompt']) and "
-                    "model.sampling.prompt is not set"
-                )
-            out.append(str(text))
-        return out
-
     @torch.no_grad()
     def generate(self, frames, observed, target, cond, seeds):
         B, _, C, H, W = frames.shape  # [B, T_obs, C, H, W] in [-1, 1]
@@ -338,7 +319,7 @@ class FramePackGenerator(Generator):
                 f"multiple of 4*latent_window_size = {4 * self.latent_window_size} frames"
             )
         model_frames = resize_frames(frames, (height, width))  # [B, T_obs, C, h, w]
-        prompts = self._prompts(cond, B)
+        prompts = row_prompts(cond, B, self.sampling["prompt"])
         template = s["prompt_template"] or _default_template()
         rows = []
         for b in range(B):

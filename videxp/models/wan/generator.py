@@ -11,13 +11,16 @@ from videxp.inference.generator import Capabilities, Generator
 from videxp.inference.strategies import schedule
 from videxp.models.diffusers_loading import (
     apply_memory_options,
+    check_frame_size,
     dtype_name,
     frames_to_pil,
     load_component,
+    merge_settings,
     parse_dtype,
     pipeline_video_to_tensor,
     resize_frames,
     resolve_device,
+    row_prompts,
 )
 from videxp.models.wan.components import TEXT_LEN, tiny_components
 
@@ -82,34 +85,20 @@ class WanGenerator(Generator):
             raise ValueError(f"model.size must be one of {SIZES}, got {size!r}")
         if condition not in CONDITIONS:
             raise ValueError(f"model.condition must be one of {CONDITIONS}, got {condition!r}")
-        unknown = set(dtypes or {}) - set(DEFAULT_DTYPES)
-        if unknown:
-            raise ValueError(
-                f"model.dtypes: unknown components {sorted(unknown)}; known: {sorted(DEFAULT_DTYPES)}"
-            )
-        unknown = set(sampling or {}) - set(DEFAULT_SAMPLING)
-        if unknown:
-            raise ValueError(
-                f"model.sampling: unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_SAMPLING)}"
-            )
-        self.sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
-        s = self.sampling
+        dtypes = merge_settings(dtypes, DEFAULT_DTYPES, "dtypes")
+        s = self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
         if s["frame_rule"] not in FRAME_RULES:
             raise ValueError(
                 f"model.sampling.frame_rule must be one of {FRAME_RULES}, got {s['frame_rule']!r}"
             )
-        for key in ("height", "width"):
-            if s[key] is not None and (int(s[key]) <= 0 or int(s[key]) % 16):
-                raise ValueError(
-                    f"model.sampling.{key}={s[key]} must be a positive multiple of 16 (Wan's rule)"
-                )
+        check_frame_size(s)
         if max_frames % 4 != 1:
             raise ValueError(
                 f"model.max_frames={max_frames} must be 4k+1 (Wan generates 4k+1 frames per call)"
             )
         self.size, self.revision, self.condition = size, revision, condition
         self.pretrained = "tiny (random weights, built offline)" if size == "tiny" else pretrained
-        self.dtypes = {k: parse_dtype(v) for k, v in {**DEFAULT_DTYPES, **(dtypes or {})}.items()}
+        self.dtypes = {k: parse_dtype(v) for k, v in dtypes.items()}
         self.device = resolve_device(device)
         self.cpu_offload, self.vae_tiling, self.vae_slicing = cpu_offload, bool(vae_tiling), bool(vae_slicing)
         self.fps, self.tiny_seed = float(fps), int(tiny_seed)
@@ -245,23 +234,6 @@ class WanGenerator(Generator):
             )
         return False
 
-    def _prompts(self, cond: dict[str, Any], B: int) -> list[str]:
-        """One prompt per row: cond["prompt"][b] where non-empty, else sampling.prompt; error if neither."""
-        rows = cond.get("prompt")
-        if rows is not None and len(rows) != B:
-            raise ValueError(f"cond['prompt'] has {len(rows)} entries for {B} rows")
-        default = self.sampling["prompt"]
-        out = []
-        for b in range(B):
-            text = rows[b] if rows is not None and rows[b] else default
-            if not text:
-                raise ValueError(
-                    f"row {b} has no prompt: the dataset gives none (cond['prompt']) and "
-                    "model.sampling.prompt is not set"
-                )
-            out.append(str(text))
-        return out
-
     @torch.no_grad()
     def generate(self, frames, observed, target, cond, seeds):
         last = self._check_request(frames, observed, target, seeds)
@@ -276,7 +248,7 @@ class WanGenerator(Generator):
         if generated != requested:
             log.info("Wan: %d frames requested, generating %d (4k+1) and trimming", requested, generated)
         model_frames = resize_frames(frames, (h, w))  # [B, T_obs, C, h, w]
-        prompts = self._prompts(cond, B)
+        prompts = row_prompts(cond, B, self.sampling["prompt"])
         s = self.sampling
         outs = []
         for b in range(B):
