@@ -37,6 +37,12 @@ EXTRA = {
         "model.sampling.frame_rule=round_up",
     ],
     "framepack": ["model.size=tiny", "inference.obs_length=1", "inference.max_frames=5"],
+    "wan_lora": [
+        "model.size=tiny",
+        "inference.obs_length=1",
+        "inference.max_frames=5",
+        "model.sampling.frame_rule=round_up",
+    ],
 }
 
 
