@@ -89,7 +89,8 @@ def add_cached_metrics(cfg: DictConfig) -> list[str]:
     return added
 
 
-def _build_metrics(cfg: DictConfig, metrics: dict[str, Metric] | None) -> dict[str, Metric]:
+def build_metrics(cfg: DictConfig, metrics: dict[str, Metric] | None = None) -> dict[str, Metric]:
+    """`cfg.metric` instantiated (or the given objects, reset), detector weights loaded now."""
     if metrics is None and not metrics_chosen_explicitly():
         add_cached_metrics(cfg)
     built = (
@@ -98,6 +99,8 @@ def _build_metrics(cfg: DictConfig, metrics: dict[str, Metric] | None) -> dict[s
     if not built:
         raise ValueError("no metric selected; e.g. metric=[psnr,ssim]")
     for metric in built.values():
+        if metrics is not None:
+            metric.reset()  # the same objects may score several runs (benchmark methods)
         if hasattr(metric, "detector"):
             metric.detector  # noqa: B018 - load weights now: a missing file fails before any video is read
     return built
@@ -115,6 +118,10 @@ def run(cfg: DictConfig, metrics: dict[str, Metric] | None = None) -> dict[str, 
     against the dataset clips its manifest names) or `real_dir=` + `fake_dir=` (two video folders).
     """
     eval_dir, real_dir, fake_dir = cfg.get("eval_dir"), cfg.get("real_dir"), cfg.get("fake_dir")
+    if cfg.get("benchmark") is not None and eval_dir is None and real_dir is None and fake_dir is None:
+        from videxp.benchmark.summary import evaluate_benchmark  # experiment=i2v_benchmark: every method
+
+        return evaluate_benchmark(cfg, lambda: build_metrics(cfg, metrics))
     if (eval_dir is not None) == (real_dir is not None or fake_dir is not None):
         raise ValueError(
             "give exactly one input mode: eval_dir=<samples folder> or real_dir=<folder> fake_dir=<folder> "
@@ -123,8 +130,8 @@ def run(cfg: DictConfig, metrics: dict[str, Metric] | None = None) -> dict[str, 
     if eval_dir is None and (real_dir is None or fake_dir is None):
         raise ValueError(f"folder mode needs both real_dir and fake_dir (got {real_dir}, {fake_dir})")
     if eval_dir is not None:
-        return run_samples(cfg, _build_metrics(cfg, metrics))
-    return run_folders(cfg, _build_metrics(cfg, metrics))
+        return run_samples(cfg, build_metrics(cfg, metrics))
+    return run_folders(cfg, build_metrics(cfg, metrics))
 
 
 def run_samples(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
@@ -245,12 +252,16 @@ class _ClipBatcher:
             raise ValueError(f"{e} (while scoring {self.side} batch of {len(items)}: {files})") from e
 
 
-def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
-    """Score `cfg.fake_dir` against `cfg.real_dir`.
+def run_folders(
+    cfg: DictConfig, metrics: dict[str, Metric], extra: dict[str, Any] | None = None
+) -> dict[str, dict]:
+    """Score `cfg.fake_dir` against `cfg.real_dir`; `extra` keys go into metrics.json as they are.
 
-    Frame metrics (PSNR, SSIM, ...) need both folders to hold the same ids (relative stems) with videos of
-    equal shape; distribution metrics (FVD) take the two sets separately, so counts may differ. With FVD a
-    flat `fvd.json` (workflow W1 fields) is written beside `metrics.json`.
+    Frame metrics (PSNR, SSIM, ...) need both folders to hold the same ids (relative stems) with frames of
+    equal size, and equal lengths unless `evaluate.last_frame` is set (then frames [first_frame, last_frame)
+    of each pair are scored, which both must hold); distribution metrics (FVD) take the two sets
+    separately, so counts may differ. With FVD a flat `fvd.json` (workflow W1 fields) is written beside
+    `metrics.json`.
     """
     real_dir, fake_dir = Path(cfg.real_dir), Path(cfg.fake_dir)
     device = device_from(cfg.device)
@@ -286,14 +297,15 @@ def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
     if paired:
         for vid, rpath, fpath in pair_folders(real_dir, fake_dir):
             real_u8, fake_u8 = read_video(rpath), read_video(fpath)  # [T, H, W, 3] uint8
-            if real_u8.shape != fake_u8.shape:
+            explicit = cfg.evaluate.last_frame is not None
+            if real_u8.shape[1:] != fake_u8.shape[1:] or (real_u8.shape != fake_u8.shape and not explicit):
                 raise ValueError(
                     f"paired videos differ in shape: {rpath} {real_u8.shape} vs {fpath} {fake_u8.shape} "
-                    "(frame metrics need equal length and size)"
+                    "(frame metrics need equal frame sizes, and equal lengths unless evaluate.last_frame is set)"
                 )
             real = to_unit(to_float(real_u8))  # [T, C, H, W] in [0, 1]
             fake = to_unit(to_float(fake_u8))
-            frames = _folder_frames(cfg.evaluate, real.shape[0], rpath)
+            frames = _folder_frames(cfg.evaluate, min(real.shape[0], fake.shape[0]), rpath)
             scored.add((frames.start, frames.stop))
             for metric in paired.values():
                 metric.update(
@@ -321,6 +333,7 @@ def run_folders(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
         "num_real_files": len(reals),
         "num_fake_files": len(fakes),
         "scored_frames": sorted(scored)[0] if len(scored) == 1 else [list(s) for s in sorted(scored)],
+        **(extra or {}),
     }
     out_dir = Path(cfg.evaluate.out_dir)
     write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)

@@ -9,7 +9,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import torch
+
 from videxp.inference.loop import run_sampling
+from videxp.inference.shards import rank_from_env, resolve_shard
 from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.strategies import schedule
 from videxp.models.loading import build_generator, device_from
@@ -20,7 +23,19 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict:
     """Sample per `cfg.sample`; returns the loop's summary (paths, counts, manifest)."""
-    device = device_from(cfg.device)
+    if cfg.get("benchmark") is not None:  # experiment=i2v_benchmark: starting frames -> one video each
+        from videxp.benchmark.generate import run_benchmark_sample
+
+        return run_benchmark_sample(cfg)
+    s = cfg.sample
+    shard, num_shards = resolve_shard(s.num_shards, s.shard, s.distributed)
+    rank, world = rank_from_env(s.distributed)
+    if world > 1 and str(cfg.device) == "auto" and torch.cuda.is_available():
+        device = torch.device("cuda", rank % torch.cuda.device_count())  # one GPU per rank
+    else:
+        device = device_from(cfg.device)
+    if cfg.ckpt_path is None:
+        torch.manual_seed(cfg.seed)  # random weights: identical in every shard / process
     datamodule = instantiate(cfg.dataset)
     dataset = datamodule.dataset(cfg.sample.split)
     generator, loaded = build_generator(cfg.model, cfg.ckpt_path, device)
@@ -35,7 +50,6 @@ def run(cfg: DictConfig) -> dict:
         "seed_rule": "derive_seed(seed, video, sample, step)",
         "provenance": provenance(device),
     }
-    s = cfg.sample
     summary = run_sampling(
         generator,
         dataset,
@@ -50,8 +64,11 @@ def run(cfg: DictConfig) -> dict:
         fps=s.fps,
         grid_videos=s.grid_videos,
         manifest=manifest,
+        num_samples_total=s.num_samples_total,
+        num_shards=num_shards,
+        shard=shard,
     )
-    if s.schedule_png:
+    if s.schedule_png and not (Path(s.out_dir) / "schedule.png").is_file():
         params = summary["manifest"]["inference"]
         steps = schedule(
             params["name"],
@@ -59,7 +76,25 @@ def run(cfg: DictConfig) -> dict:
         )
         plot_schedule(steps, params["video_length"], params["obs_length"], Path(s.out_dir) / "schedule.png")
     print(f"samples: {summary['samples_dir']} ({summary['written']} new, {summary['skipped']} done before)")
+    if s.finalise:
+        summary["finalise"] = finalise_shard(cfg, summary, dataset, device)
     return summary
+
+
+def finalise_shard(cfg: DictConfig, summary: dict, dataset, device) -> dict:
+    """Save this shard's partial metric state, then finalise the run if every shard is done."""
+    from videxp.metrics.finalise import finalise, save_partial
+
+    samples_dir, plan, part = Path(summary["samples_dir"]), summary["plan"], summary["part"]
+    save_partial(cfg, samples_dir, plan, part, dataset, device)
+    status = finalise(cfg, samples_dir, plan, part, dataset, device)
+    if status["status"] == "waiting":
+        print(f"metrics: waiting for shard(s) {status['missing']} of {plan.num_shards}")
+    elif status["status"] == "busy":
+        print("metrics: another process is finalising this run")
+    else:
+        print(f"metrics: {Path(cfg.sample.out_dir) / 'metrics.json'} ({status['status']})")
+    return status
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

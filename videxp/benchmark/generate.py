@@ -1,0 +1,172 @@
+"""videxp-sample experiment=i2v_benchmark: one video per starting frame with one method, then its metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from videxp.benchmark.inputs import GENERATED_DIR, METHODS_DIR, StartingFrames, prepare_inputs, read_rows
+from videxp.inference.loop import MANIFEST, run_sampling
+from videxp.models.loading import build_generator, device_from
+from videxp.utils.io import write_json
+from videxp.utils.provenance import provenance
+from videxp.video import read_video, write_video
+
+log = logging.getLogger(__name__)
+
+TIMINGS = ("as_generated", "resample")
+METHOD_JSON = "method.json"  # per method: model settings, timing, output folders
+
+
+def method_name(cfg: DictConfig) -> str:
+    """`benchmark.method`, else the `model` group's choice of this Hydra run (model=wan -> wan)."""
+    if cfg.benchmark.get("method"):
+        return str(cfg.benchmark.method)
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("model")
+        if choice:
+            return str(choice).replace("/", "_")
+    raise ValueError("cannot tell which method this is: set benchmark.method=<name> (e.g. wan)")
+
+
+def apply_method_settings(cfg: DictConfig, method: str) -> dict[str, Any]:
+    """Merge `benchmark.methods.<method>` (W1's per-method settings) into `cfg.model`; return what was merged."""
+    methods = cfg.benchmark.get("methods") or {}
+    if method not in methods:
+        raise ValueError(
+            f"experiment=i2v_benchmark has no settings for method {method!r} (known: {sorted(methods)}); "
+            f"add them, e.g. +benchmark.methods.{method}.sampling.guidance_scale=5.0"
+        )
+    overrides = methods[method] or {}
+    try:
+        merged = OmegaConf.merge(cfg.model, overrides)
+    except Exception as e:  # noqa: BLE001 - OmegaConf raises several key/type errors; all mean the same
+        raise ValueError(f"benchmark.methods.{method} does not fit model={method}'s config: {e}") from e
+    with open_dict(cfg):
+        cfg.model = merged
+    return OmegaConf.to_container(overrides, resolve=True)
+
+
+def output_frames(num_frames: int, model_fps: float, fps: float, timing: str) -> list[int]:
+    """Indices of the generated frames written to the evaluation video at `fps`.
+
+    ``as_generated``: every frame, played at `fps` (W1: Wan's 81 frames at 16 fps written at 8 fps play at
+    half speed); ``resample``: the frame nearest each tick of `fps` in the model's own time base, so motion
+    runs at real speed like the reference clips (needs `fps` <= the model's fps).
+    """
+    if timing == "as_generated":
+        return list(range(num_frames))
+    if timing != "resample":
+        raise ValueError(f"benchmark.generated_timing must be one of {TIMINGS}, got {timing!r}")
+    if fps > model_fps:
+        raise ValueError(f"benchmark.fps={fps} exceeds the model's {model_fps} fps: resample cannot upsample")
+    ratio = model_fps / fps
+    return [round(k * ratio) for k in range(int((num_frames - 1) / ratio) + 1)]
+
+
+def playback_speed(frames: list[int], model_fps: float, fps: float) -> float:
+    """Seconds of the model's time shown per second of playback (1 = real speed; W1's Wan videos: 0.5)."""
+    step = (frames[-1] - frames[0]) / (len(frames) - 1) if len(frames) > 1 else 1.0
+    return step * fps / model_fps
+
+
+def export_generated(
+    samples_dir: Path, out_dir: Path, rows: list[dict[str, Any]], frames: list[int], fps: float
+) -> int:
+    """Write each sample as <out_dir>/<category>/<stem>.mp4 with the chosen frames; returns videos written."""
+    manifest = json.loads((samples_dir / MANIFEST).read_text())
+    written = 0
+    for entry in manifest["samples"]:
+        row = rows[entry["video"]]
+        target = out_dir / f"{row['id']}.mp4"
+        source = samples_dir / entry["file"]
+        if target.is_file() and target.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+            continue  # exported after its sample was written: up to date
+        video = read_video(source)  # [T, H, W, 3] uint8
+        write_video(target, np.ascontiguousarray(video[frames]), fps=fps)
+        written += 1
+    return written
+
+
+def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
+    """Prepare the inputs (once per benchmark), generate with this run's method, export, and score it."""
+    b = cfg.benchmark
+    method = method_name(cfg)
+    merged = apply_method_settings(cfg, method)
+    metrics = None
+    if b.evaluate:  # build the metrics first: missing detector weights fail before hours of generation
+        from videxp.evaluate import build_metrics
+
+        metrics = build_metrics(cfg)
+    root = Path(b.root)
+    inputs = prepare_inputs(cfg)
+    device = device_from(cfg.device)
+    generator, loaded = build_generator(cfg.model, cfg.ckpt_path, device)
+    caps = generator.capabilities
+    if "first_image" not in caps.conditioning:
+        raise ValueError(
+            f"experiment=i2v_benchmark needs an image-to-video model; {type(generator).__name__} does not "
+            f"condition on a first image (conditioning: {list(caps.conditioning)})"
+        )
+    model_fps = float(caps.fps or cfg.sample.fps)
+    T = int(cfg.inference.video_length)
+    frames = output_frames(T, model_fps, float(b.fps), b.generated_timing)
+    method_dir = root / METHODS_DIR / method
+    summary = run_sampling(
+        generator,
+        StartingFrames(root, T),
+        inference=OmegaConf.to_container(cfg.inference, resolve=True),
+        out_dir=method_dir,
+        num_samples=1,  # one video per starting frame (W1)
+        batch_size=int(cfg.sample.batch_size),
+        seed=int(cfg.seed),
+        video_format=cfg.sample.video_format,
+        fps=model_fps,
+        grid_videos=0,
+        manifest={
+            "format": "videxp.samples/1",
+            "dataset": {"benchmark": str(root.resolve()), "num_videos": inputs["num_videos"]},
+            "split": b.split,
+            "model": generator.describe(),
+            "checkpoint": loaded.get("checkpoint"),
+            "checkpoint_step": loaded.get("step"),
+            "seed_rule": "derive_seed(seed, video, sample, step)",
+            "provenance": provenance(device),
+        },
+    )
+    generated_dir = root / GENERATED_DIR / method
+    exported = export_generated(Path(summary["samples_dir"]), generated_dir, read_rows(root), frames, b.fps)
+    timing = {
+        "model_fps": model_fps,
+        "generated_frames": T,
+        "rule": b.generated_timing,
+        "output_fps": float(b.fps),
+        "output_frames": len(frames),
+        "frame_indices": frames,
+        "playback_speed": playback_speed(frames, model_fps, float(b.fps)),
+        "reference": inputs["reference_resampling"],
+    }
+    write_json(
+        method_dir / METHOD_JSON,
+        {
+            "method": method,
+            "settings_from_benchmark": merged,
+            "model": summary["manifest"]["model"],
+            "timing": timing,
+            "samples_dir": summary["samples_dir"],
+            "generated_dir": str(generated_dir),
+        },
+    )
+    print(f"{method}: {summary['written']} generated, {exported} exported to {generated_dir}")
+    if metrics is not None:
+        from videxp.benchmark.summary import evaluate_method
+
+        evaluate_method(cfg, metrics, method, Path(cfg.paths.output_dir))
+    return {**summary, "method": method, "generated_dir": str(generated_dir), "timing": timing}

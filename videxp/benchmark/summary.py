@@ -1,0 +1,115 @@
+"""Benchmark evaluation: each method's generated videos vs the reference clips, and the comparison summary."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from videxp import compare
+from videxp.benchmark.inputs import BENCHMARK_JSON, GENERATED_DIR, METHODS_DIR, REFERENCE_DIR
+from videxp.metrics import Metric
+from videxp.utils.io import write_json
+
+# W1's reading of FVD values (its benchmark README): upper bound -> band
+FVD_BANDS = ((50.0, "exceptional"), (100.0, "excellent"), (300.0, "good"), (500.0, "moderate"))
+
+
+def fvd_band(value: float | None) -> str | None:
+    """W1's band for an FVD value: <50 exceptional, 50-100 excellent, 100-300 good, 300-500 moderate, else poor."""
+    if value is None or not math.isfinite(value):
+        return None
+    return next((name for bound, name in FVD_BANDS if value < bound), "poor")
+
+
+def evaluate_method(
+    cfg: DictConfig, metrics: dict[str, Metric], method: str, out_dir: Path
+) -> dict[str, Any]:
+    """Score generated_videos/<method> against reference_videos with `metrics`; report into `out_dir`."""
+    from videxp import evaluate as evaluate_module
+    from videxp.evaluate import run_folders
+
+    root = Path(cfg.benchmark.root)
+    fake_dir = root / GENERATED_DIR / method
+    if not fake_dir.is_dir():
+        raise FileNotFoundError(
+            f"{fake_dir}: no generated videos for method {method!r}; run "
+            f"videxp-sample experiment=i2v_benchmark model={method} first"
+        )
+    sub = copy.deepcopy(cfg)
+    with open_dict(sub):
+        sub.real_dir = str(root / REFERENCE_DIR)
+        sub.fake_dir = str(fake_dir)
+        sub.eval_dir = None
+        # videxp-sample's config holds only the experiment's evaluate keys: the rest from evaluate.yaml
+        defaults = OmegaConf.load(Path(evaluate_module.__file__).parent / "conf" / "evaluate.yaml").evaluate
+        sub.evaluate = OmegaConf.merge(defaults, sub.evaluate, {"out_dir": str(out_dir)})
+    extra = {"label": method, "benchmark": str(root.resolve())}
+    method_json = root / METHODS_DIR / method / "method.json"
+    if method_json.is_file():
+        extra["timing"] = json.loads(method_json.read_text())["timing"]
+    results = run_folders(sub, metrics, extra=extra)
+    return {"results": results, "out_dir": out_dir}
+
+
+def methods_on_disk(root: Path) -> list[str]:
+    """Methods with a generated_videos/<method> folder, sorted."""
+    folder = root / GENERATED_DIR
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def evaluate_benchmark(cfg: DictConfig, make_metrics: Callable[[], dict[str, Metric]]) -> dict[str, dict]:
+    """videxp-evaluate experiment=i2v_benchmark: score every method (or `benchmark.evaluate_methods`), then
+    write benchmark_summary.json and comparison.{md,json,png} into the run folder."""
+    root = Path(cfg.benchmark.root)
+    if not (root / BENCHMARK_JSON).is_file():
+        raise FileNotFoundError(f"{root / BENCHMARK_JSON}: no benchmark inputs; run videxp-sample first")
+    methods = list(cfg.benchmark.get("evaluate_methods") or methods_on_disk(root))
+    if not methods:
+        raise FileNotFoundError(f"{root / GENERATED_DIR}: no generated videos of any method yet")
+    out_dir = Path(cfg.evaluate.out_dir)
+    per_method = {m: evaluate_method(cfg, make_metrics(), m, out_dir / m) for m in methods}
+    summary = write_summary(out_dir, root, {m: r["out_dir"] for m, r in per_method.items()})
+    if summary["summary"]:
+        print(summary["summary"])
+    print(f"benchmark summary: {out_dir / 'benchmark_summary.json'}")
+    return {m: r["results"] for m, r in per_method.items()}
+
+
+def write_summary(out_dir: Path, root: Path, runs: dict[str, Path]) -> dict[str, Any]:
+    """benchmark_summary.json (W1 fields: timestamp, reference dir, per method fvd / num_videos / output
+    file, plus every metric and W1's FVD band) and the comparison table, markdown and plot."""
+    comp = compare.run([runs[m] for m in runs], out=out_dir, names=list(runs))
+    inputs = json.loads((root / BENCHMARK_JSON).read_text())
+    methods: dict[str, Any] = {}
+    for method, folder in runs.items():
+        doc = json.loads((Path(folder) / "metrics.json").read_text())
+        fvd = doc.get("fvd", {}).get("value") if isinstance(doc.get("fvd"), dict) else None
+        results = {k: v for k, v in doc.items() if isinstance(v, dict) and "value" in v}
+        methods[method] = {
+            "fvd": fvd,
+            "num_videos": doc.get("num_fake_files"),
+            "output_file": str(Path(folder) / ("fvd.json" if fvd is not None else "metrics.json")),
+            "fvd_band": fvd_band(fvd),
+            "metrics": {k: v["value"] for k, v in results.items()},
+            "timing": doc.get("timing"),
+        }
+    summary = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "benchmark": str(root.resolve()),
+        "reference_dir": str((root / REFERENCE_DIR).resolve()),
+        "num_reference_videos": inputs["num_videos"],
+        "reference_resampling": inputs.get("reference_resampling"),
+        "methods": methods,
+        "best": {m: row["best"] for m, row in comp["metrics"].items()},
+        "summary": comp["summary"],
+        "comparison": str(out_dir / "comparison.md"),
+    }
+    write_json(out_dir / "benchmark_summary.json", summary)
+    return summary
