@@ -84,7 +84,6 @@ def test_starting_frames_manifest_and_references(bench):
         assert (
             np.abs(ref[0].astype(int) - png.astype(int)).mean() < 6
         )  # frame 0 = the start image (codec error)
-        assert "[" in row["video_id"] or "(" in row["video_id"] or row["video_id"]  # hostile names kept
     assert "round(source fps / 8" in doc["reference_resampling"]
 
 

@@ -301,7 +301,8 @@ def run_folders(
             if real_u8.shape[1:] != fake_u8.shape[1:] or (real_u8.shape != fake_u8.shape and not explicit):
                 raise ValueError(
                     f"paired videos differ in shape: {rpath} {real_u8.shape} vs {fpath} {fake_u8.shape} "
-                    "(frame metrics need equal frame sizes, and equal lengths unless evaluate.last_frame is set)"
+                    "(frame metrics need equal frame sizes, and equal lengths unless evaluate.last_frame is "
+                    "set)"
                 )
             real = to_unit(to_float(real_u8))  # [T, C, H, W] in [0, 1]
             fake = to_unit(to_float(fake_u8))

@@ -37,7 +37,7 @@ def method_name(cfg: DictConfig) -> str:
 
 
 def apply_method_settings(cfg: DictConfig, method: str) -> dict[str, Any]:
-    """Merge `benchmark.methods.<method>` (W1's per-method settings) into `cfg.model`; return what was merged."""
+    """Merge `benchmark.methods.<method>` (W1's per-method settings) into `cfg.model`; return them."""
     methods = cfg.benchmark.get("methods") or {}
     if method not in methods:
         raise ValueError(

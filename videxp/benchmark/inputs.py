@@ -85,7 +85,7 @@ def _complete(root: Path, doc: Mapping[str, Any]) -> bool:
 
 
 def prepare_inputs(cfg: DictConfig) -> dict[str, Any]:
-    """Write (or reuse) the starting frames, their JSONL manifest and the reference clips; return benchmark.json.
+    """Write (or reuse) the starting frames, their JSONL and the reference clips; return benchmark.json.
 
     Idempotent and safe to run from several jobs at once: every file is written atomically and identically,
     and `benchmark.json` is written last. Inputs made with other settings are an error, never mixed.

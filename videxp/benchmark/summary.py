@@ -22,7 +22,7 @@ FVD_BANDS = ((50.0, "exceptional"), (100.0, "excellent"), (300.0, "good"), (500.
 
 
 def fvd_band(value: float | None) -> str | None:
-    """W1's band for an FVD value: <50 exceptional, 50-100 excellent, 100-300 good, 300-500 moderate, else poor."""
+    """W1's FVD band: <50 exceptional, 50-100 excellent, 100-300 good, 300-500 moderate, else poor."""
     if value is None or not math.isfinite(value):
         return None
     return next((name for bound, name in FVD_BANDS if value < bound), "poor")
