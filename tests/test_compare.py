@@ -60,3 +60,41 @@ def test_cli_names_and_errors(tmp_path):
         compare.run([a], names=["p", "q"])
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         compare.run([tmp_path / "missing"])
+
+
+def write_job(sweep, num: int, overrides: list[str], psnr: float, curve: list[float]):
+    """A multirun job folder as Hydra writes it: <sweep>/<num>/.hydra/overrides.yaml + metrics.json."""
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    doc = {"psnr": {"value": psnr, "frames": [4, 5, 6], "per_frame_mean": curve, "settings": {}}}
+    (job / "metrics.json").write_text(json.dumps(doc))
+
+
+def test_sweep_folder_rows_by_overrides_and_mean_over_seeds(tmp_path):
+    sweep = tmp_path / "multirun" / "evaluate" / "s"
+    values = {
+        ("fdm", 0): 20.0,
+        ("fdm", 1): 22.0,
+        ("fdm", 2): 24.0,
+        ("interpolant", 0): 25.0,
+        ("interpolant", 1): 27.0,
+    }
+    for num, ((model, seed), v) in enumerate(values.items()):
+        write_job(sweep, num, [f"model={model}", f"seed={seed}", "dataset=kth"], v, [v, v - 1, v - 2])
+    comp = compare.run([tmp_path / "multirun"], out=tmp_path / "cmp")
+    assert comp["runs"] == ["model=fdm", "model=interpolant"]  # dataset=kth is common: not in the name
+    psnr = comp["metrics"]["psnr"]
+    assert psnr["values"]["model=fdm"] == pytest.approx(22.0)
+    assert psnr["sem"]["model=fdm"] == pytest.approx(2.0 / 3**0.5)  # std (ddof 1) = 2 over 3 seeds
+    assert psnr["values"]["model=interpolant"] == pytest.approx(26.0) and psnr["best"] == "model=interpolant"
+    assert comp["n_seeds"] == {"model=fdm": 3, "model=interpolant": 2}
+    rows = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
+    assert rows[0] == "run,n_seeds,psnr,psnr_sem,overrides"
+    assert rows[1].startswith("model=fdm,3,22.0,") and rows[1].endswith("model=fdm seed=0 dataset=kth")
+    assert (tmp_path / "cmp" / "comparison_curves.png").stat().st_size > 0
+    assert "(3 seeds, mean ± s.e.)" in (tmp_path / "cmp" / "comparison.md").read_text()
+    separate = compare.run([sweep], out=tmp_path / "cmp2", group_seeds=False)
+    assert separate["runs"][:2] == ["model=fdm,seed=0", "model=fdm,seed=1"]  # one row per job
+    with pytest.raises(FileNotFoundError, match="folder of runs"):
+        compare.run([tmp_path / "cmp" / "nothing_here"])

@@ -1,14 +1,17 @@
-"""videxp-compare: a table (md, json, png) of several evaluation runs' metrics with the best marked."""
+"""videxp-compare: a table (md, json, csv, plots) of evaluation runs or whole sweeps, the best marked."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -24,14 +27,115 @@ def load_run(path: str | Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     file = path / "metrics.json" if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no metrics.json (give a videxp-evaluate run folder or the file)")
+    return file, _results(_read(file), file)
+
+
+def _read(file: Path) -> dict[str, Any]:
     try:
-        doc = json.loads(file.read_text())
+        return json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{file}: not valid JSON: {e}") from e
+
+
+def _results(doc: dict[str, Any], file: Path) -> dict[str, dict[str, Any]]:
     results = {k: v for k, v in doc.items() if isinstance(v, dict) and "value" in v}
     if not results:
         raise ValueError(f"{file}: holds no metric results (objects with a 'value')")
-    return file, results
+    return results
+
+
+def discover(path: str | Path) -> list[Path]:
+    """The metrics.json files a path stands for: the file, the folder's own, or every one below a folder
+    without its own (a multirun sweep, a benchmark evaluation), sorted; hidden folders are skipped."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if (path / "metrics.json").is_file():
+        return [path / "metrics.json"]
+    if path.is_dir():
+        found = sorted(
+            f
+            for f in path.rglob("metrics.json")
+            if not any(p.startswith(".") for p in f.relative_to(path).parts)
+        )
+        if found:
+            return found
+    raise FileNotFoundError(
+        f"{path}: no metrics.json (give a videxp-evaluate run folder, the file, or a folder of runs)"
+    )
+
+
+def run_overrides(file: Path) -> list[str]:
+    """The Hydra overrides of the run that wrote `file` (its .hydra/overrides.yaml), [] when unknown."""
+    hydra_file = file.parent / ".hydra" / "overrides.yaml"
+    if not hydra_file.is_file():
+        return []
+    loaded = yaml.safe_load(hydra_file.read_text()) or []
+    return [str(o) for o in loaded] if isinstance(loaded, list) else []
+
+
+def _is_seed(override: str) -> bool:
+    return override.lstrip("+~").split("=", 1)[0] == "seed"
+
+
+def row_names(
+    files: Sequence[Path], docs: Sequence[dict[str, Any]], roots: Sequence[Path], drop_seed: bool = True
+) -> list[str]:
+    """A row name per run: its `label` (benchmark methods), else the overrides that differ between the runs
+    (without `seed` when `drop_seed`, so seeds of one setting share a name), else its folder relative to
+    what was given."""
+    overrides = [run_overrides(f) for f in files]
+    common = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    names = []
+    for file, doc, root, over in zip(files, docs, roots, overrides, strict=True):
+        varying = [o for o in over if o not in common and not (drop_seed and _is_seed(o))]
+        if isinstance(doc.get("label"), str):
+            names.append(",".join([doc["label"], *varying]))
+        elif varying:
+            names.append(",".join(varying))
+        elif over and any(_is_seed(o) for o in over):
+            names.append("all seeds")
+        else:
+            rel = file.parent.relative_to(root) if file.parent != root else Path(file.parent.name)
+            names.append(rel.as_posix() or file.parent.name)
+    return names
+
+
+def seed_of(file: Path) -> str | None:
+    """The `seed=` override of the run that wrote `file`, if any."""
+    return next((o.split("=", 1)[1] for o in run_overrides(file) if _is_seed(o)), None)
+
+
+def pool_seeds(group: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Results of several seeds of one setting as one row: per metric the mean over seeds, s.e. =
+    std (ddof 1) / sqrt(n), `n_seeds`, and the mean per-frame curve where every seed has one."""
+    if len(group) == 1:
+        return group[0]
+    pooled: dict[str, dict[str, Any]] = {}
+    for metric in dict.fromkeys(m for res in group for m in res):
+        entries = [res[metric] for res in group if metric in res]
+        values = np.array([e["value"] for e in entries if e.get("value") is not None], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        row: dict[str, Any] = {
+            "value": float(values.mean()) if values.size else None,
+            "sem": float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None,
+            "n_seeds": int(values.size),
+            "seed_values": values.tolist(),
+        }
+        hib = [e["higher_is_better"] for e in entries if isinstance(e.get("higher_is_better"), bool)]
+        if hib:
+            row["higher_is_better"] = hib[0]
+        curves = [e.get("per_frame_mean") for e in entries]
+        frames = entries[0].get("frames")
+        if (
+            frames
+            and all(c and len(c) == len(frames) for c in curves)
+            and all(e.get("frames") == frames for e in entries)
+        ):
+            row["frames"] = frames
+            row["per_frame_mean"] = np.nanmean(np.array(curves, dtype=np.float64), axis=0).tolist()
+        pooled[metric] = row
+    return pooled
 
 
 def higher_is_better(name: str, results: Sequence[dict[str, Any]]) -> bool:
@@ -113,7 +217,10 @@ def to_markdown(comp: dict[str, Any], sources: dict[str, str]) -> str:
     if comp["summary"]:
         lines += [comp["summary"], ""]
     lines += ["★ best per metric (↑ higher is better, ↓ lower is better).", "", "Sources:", ""]
-    lines += [f"- {run}: `{src}`" for run, src in sources.items()]
+    for run, src in sources.items():
+        files = src if isinstance(src, list) else [src]
+        seeds = f" ({len(files)} seeds, mean ± s.e.)" if len(files) > 1 else ""
+        lines += [f"- {run}{seeds}: " + ", ".join(f"`{f}`" for f in files)]
     return "\n".join(lines) + "\n"
 
 
@@ -128,8 +235,9 @@ def write_plot(path: Path, comp: dict[str, Any]) -> None:
     for ax, (metric, row) in zip(axes, metrics.items()):
         runs = [r for r in comp["runs"] if row["values"].get(r) is not None]
         vals = [row["values"][r] for r in runs]
+        errs = [row["sem"].get(r) or 0.0 for r in runs]
         colors = ["tab:orange" if r == row["best"] else "tab:blue" for r in runs]
-        ax.bar(range(len(runs)), vals, color=colors)
+        ax.bar(range(len(runs)), vals, yerr=errs, capsize=3, color=colors)
         ax.set_xticks(range(len(runs)), runs, rotation=30, ha="right")
         ax.set_title(f"{metric} ({'higher' if row['higher_is_better'] else 'lower'} is better)")
         ax.grid(axis="y", alpha=0.3)
@@ -137,43 +245,110 @@ def write_plot(path: Path, comp: dict[str, Any]) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def write_csv(path: Path, comp: dict[str, Any]) -> None:
+    """One row per run: name, n_seeds, then value and s.e. per metric, then the run's overrides."""
+    metrics = comp["metrics"]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "n_seeds", *[c for m in metrics for c in (m, f"{m}_sem")], "overrides"])
+        for run in comp["runs"]:
+            cells = []
+            for row in metrics.values():
+                value, sem = row["values"].get(run), row["sem"].get(run)
+                cells += ["" if value is None else repr(value), "" if sem is None else repr(sem)]
+            over = " ".join(comp["overrides"].get(run, []))
+            writer.writerow([run, comp["n_seeds"].get(run, 1), *cells, over])
+
+
+def write_curves(path: Path, runs: dict[str, dict[str, dict[str, Any]]]) -> bool:
+    """Per-frame curves (one subplot per frame metric, one line per run); False when no run has any."""
+    metrics = list(
+        dict.fromkeys(
+            m for res in runs.values() for m, r in res.items() if r.get("per_frame_mean") and r.get("frames")
+        )
+    )
+    if not metrics:
+        return False
+    fig = Figure(figsize=(4.2 * len(metrics), 3.3), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for name, res in runs.items():
+            r = res.get(metric) or {}
+            if r.get("per_frame_mean") and r.get("frames"):
+                curve = [math.nan if v is None else v for v in r["per_frame_mean"]]
+                ax.plot(r["frames"], curve, label=name, lw=1.4)
+        ax.set_title(metric)
+        ax.set_xlabel("frame index")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return True
+
+
 def run(
-    paths: Sequence[str | Path], out: str | Path = ".", names: Sequence[str] | None = None
+    paths: Sequence[str | Path],
+    out: str | Path = ".",
+    names: Sequence[str] | None = None,
+    group_seeds: bool = True,
 ) -> dict[str, Any]:
-    """Compare the runs at `paths`; write comparison.{md,json,png} into `out`; return the comparison."""
+    """Compare the runs at `paths` (run folders, metrics.json files, or folders of runs such as a multirun
+    sweep); write comparison.{md,json,csv,png} (+ comparison_curves.png) into `out`; return the comparison.
+
+    Rows are named by `names`, else per `row_names`; with `group_seeds`, runs that differ only in `seed=`
+    become one row with the mean ± s.e. over seeds.
+    """
     if not paths:
         raise ValueError("give at least one run folder or metrics.json")
-    if names is not None and len(names) != len(paths):
-        raise ValueError(f"--names has {len(names)} names for {len(paths)} runs")
-    runs: dict[str, dict[str, dict[str, Any]]] = {}
-    sources: dict[str, str] = {}
-    for i, p in enumerate(paths):
-        file, results = load_run(p)
-        name = names[i] if names is not None else file.parent.name
-        base, k = name, 2
-        while name in runs:  # two runs with the same folder name
-            name, k = f"{base}-{k}", k + 1
-        runs[name] = results
-        sources[name] = str(file.resolve())
+    files, roots = [], []
+    for p in paths:
+        found = discover(p)
+        files += found
+        roots += [Path(p) if Path(p).is_dir() else Path(p).parent] * len(found)
+    if names is not None and len(names) != len(files):
+        raise ValueError(f"--names has {len(names)} names for {len(files)} runs")
+    docs = [_read(f) for f in files]
+    labels = list(names) if names is not None else row_names(files, docs, roots, drop_seed=group_seeds)
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        key = label
+        if not group_seeds or seed_of(files[i]) is None:  # identical names without seeds stay apart
+            k = 2
+            while key in groups:
+                key, k = f"{label}-{k}", k + 1
+        groups.setdefault(key, []).append(i)
+    runs = {name: pool_seeds([_results(docs[i], files[i]) for i in idx]) for name, idx in groups.items()}
     comp = compare(runs)
-    comp["sources"] = sources
+    comp["sources"] = {name: [str(files[i].resolve()) for i in idx] for name, idx in groups.items()}
+    comp["overrides"] = {name: run_overrides(files[idx[0]]) for name, idx in groups.items()}
+    comp["n_seeds"] = {name: len(idx) for name, idx in groups.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "comparison.json", comp)
-    write_text(out / "comparison.md", to_markdown(comp, sources))
+    write_text(out / "comparison.md", to_markdown(comp, comp["sources"]))
+    write_csv(out / "comparison.csv", comp)
     write_plot(out / "comparison.png", comp)
+    write_curves(out / "comparison_curves.png", runs)
     return comp
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: videxp-compare RUN [RUN ...] [--out DIR] [--names a,b]."""
     parser = argparse.ArgumentParser(prog="videxp-compare", description=__doc__)
-    parser.add_argument("runs", nargs="+", help="videxp-evaluate run folders or metrics.json files")
+    parser.add_argument(
+        "runs", nargs="+", help="run folders, metrics.json files or folders of runs (multirun)"
+    )
     parser.add_argument("--out", default=".", help="folder for comparison.{md,json,png} (default: cwd)")
-    parser.add_argument("--names", default=None, help="comma-separated run names (default: run folder names)")
+    parser.add_argument(
+        "--names", default=None, help="comma-separated run names (default: label / overrides)"
+    )
+    parser.add_argument(
+        "--no-group-seeds", action="store_true", help="one row per seed instead of mean ± s.e."
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.names.split(",")] if args.names else None
-    comp = run(args.runs, out=args.out, names=names)
+    comp = run(args.runs, out=args.out, names=names, group_seeds=not args.no_group_seeds)
     print(to_markdown(comp, comp["sources"]))
     print(f"comparison: {Path(args.out) / 'comparison.md'}")
 
