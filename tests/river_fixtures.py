@@ -1,4 +1,4 @@
-"""Shared helpers for the RIVER conformance tests: fixture loading and the deterministic weight rule."""
+"""Shared helpers for the RIVER and Open-Sora conformance tests: fixture loading, the weight rule."""
 
 from __future__ import annotations
 
