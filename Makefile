@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint format bench clean
+.PHONY: help install demo test test-full lint format bench clean wandb-sync
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -48,3 +48,8 @@ clean:  ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 	find outputs multirun -mindepth 1 -not -name .gitkeep -delete 2>/dev/null || true
+
+wandb-sync: $(STAMP)  ## Upload every offline wandb run under outputs/ and multirun/ (needs `wandb login`)
+	@runs=$$(find outputs multirun -type d -name 'offline-run-*' -path '*/wandb/*' 2>/dev/null); \
+	if [ -z "$$runs" ]; then echo "no offline wandb runs under outputs/ or multirun/"; \
+	else $(BIN)/wandb sync $$runs; fi

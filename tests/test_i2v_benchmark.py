@@ -143,7 +143,10 @@ def test_inputs_are_reused_and_never_mixed(bench, tmp_path):
     assert json.loads((root / "benchmark.json").read_text())["fps"] == 8.0
 
 
-def test_method_settings_and_capability_errors(bench, tmp_path):
+def test_method_settings_and_capability_errors(bench, tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # no Hydra run: the method must be given
     over = [*bench["base"], f"paths.output_root={tmp_path}"]
     with pytest.raises(ValueError, match="no settings for method 'mine'.*benchmark.methods.mine"):
         sample.run(compose_cfg("sample", [*over, *WAN, "benchmark.method=mine"], tmp_path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -35,6 +36,20 @@ def load_manifest(eval_dir: Path) -> dict[str, Any]:
     if not manifest.get("samples"):
         raise ValueError(f"{path} lists no samples")
     return manifest
+
+
+def evaluation_config(cfg: DictConfig, **top: Any) -> DictConfig:
+    """A copy of `cfg` for evaluating from another entry point: the `evaluate` keys it lacks come from
+    evaluate.yaml, and `top` sets top-level keys (`eval_dir=`, `real_dir=`, `evaluate={...}` merged)."""
+    out = copy.deepcopy(cfg)
+    defaults = OmegaConf.load(Path(__file__).parent / "conf" / "evaluate.yaml")
+    with open_dict(out):
+        for key in ("eval_dir", "real_dir", "fake_dir"):
+            out[key] = None
+        out.evaluate = OmegaConf.merge(defaults.evaluate, out.get("evaluate") or {}, top.pop("evaluate", {}))
+        for key, value in top.items():
+            out[key] = value
+    return out
 
 
 def scored_frames(cfg_eval: DictConfig, manifest: dict[str, Any]) -> range:
@@ -134,8 +149,11 @@ def run(cfg: DictConfig, metrics: dict[str, Metric] | None = None) -> dict[str, 
     return run_folders(cfg, build_metrics(cfg, metrics))
 
 
-def run_samples(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
-    """Score `cfg.eval_dir` (samples + manifest) against the reference clips of its dataset."""
+def run_samples(
+    cfg: DictConfig, metrics: dict[str, Metric], extra: dict[str, Any] | None = None
+) -> dict[str, dict]:
+    """Score `cfg.eval_dir` (samples + manifest) against the reference clips of its dataset; `extra` keys
+    go into metrics.json as they are."""
     eval_dir = Path(cfg.eval_dir)
     manifest = load_manifest(eval_dir)
     frames = scored_frames(cfg.evaluate, manifest)
@@ -190,6 +208,7 @@ def run_samples(cfg: DictConfig, metrics: dict[str, Metric]) -> dict[str, dict]:
         "num_files": len(manifest["samples"]),
         "inference": manifest["inference"],
         "checkpoint": manifest.get("checkpoint"),
+        **(extra or {}),
     }
     out_dir = Path(cfg.evaluate.out_dir)
     write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)

@@ -6,14 +6,13 @@ import logging
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-import torch
-
 from videxp.inference.loop import run_sampling
-from videxp.inference.shards import rank_from_env, resolve_shard
 from videxp.inference.schedule_plot import plot_schedule
+from videxp.inference.shards import rank_from_env, resolve_shard
 from videxp.inference.strategies import schedule
 from videxp.models.loading import build_generator, device_from
 from videxp.utils.provenance import provenance
@@ -27,6 +26,10 @@ def run(cfg: DictConfig) -> dict:
         from videxp.benchmark.generate import run_benchmark_sample
 
         return run_benchmark_sample(cfg)
+    if cfg.get("naive_finetune") is not None:  # experiment=naive_finetune: base vs per-video fine-tuned
+        from videxp.finetune.naive import run_naive_finetune
+
+        return run_naive_finetune(cfg)
     s = cfg.sample
     shard, num_shards = resolve_shard(s.num_shards, s.shard, s.distributed)
     rank, world = rank_from_env(s.distributed)
@@ -83,10 +86,22 @@ def run(cfg: DictConfig) -> dict:
 
 def finalise_shard(cfg: DictConfig, summary: dict, dataset, device) -> dict:
     """Save this shard's partial metric state, then finalise the run if every shard is done."""
-    from videxp.metrics.finalise import finalise, save_partial
+    from videxp.metrics.finalise import build_metrics, finalise, save_partial
+    from videxp.weights import WeightsMissingError
 
     samples_dir, plan, part = Path(summary["samples_dir"]), summary["plan"], summary["part"]
-    save_partial(cfg, samples_dir, plan, part, dataset, device)
+    try:
+        metrics = build_metrics(cfg)
+    except Exception as e:  # noqa: BLE001 - only missing weights are tolerated, see below
+        cause = e
+        while cause is not None and not isinstance(cause, WeightsMissingError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        log.warning("metrics not computed (samples are complete): %s", cause)
+        print(f"metrics: skipped, {str(cause).splitlines()[0]} (score later with videxp-evaluate)")
+        return {"status": "skipped", "reason": str(cause)}
+    save_partial(cfg, samples_dir, plan, part, dataset, device, metrics=metrics)
     status = finalise(cfg, samples_dir, plan, part, dataset, device)
     if status["status"] == "waiting":
         print(f"metrics: waiting for shard(s) {status['missing']} of {plan.num_shards}")

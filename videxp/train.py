@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import hydra
@@ -10,11 +11,44 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from videxp.utils import wandb_run
+
 log = logging.getLogger(__name__)
 
 
 def _instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(c) for c in (node or {}).values() if c is not None and "_target_" in c]
+
+
+def _loggers(cfg: DictConfig) -> list:
+    """The configured loggers; a WandbLogger gets an id derived from the run folder (utils/wandb_run.py)."""
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        if node is None or "_target_" not in node:
+            continue
+        loggers.append(instantiate(wandb_run.prepare(node, cfg, key) if wandb_run.is_wandb(node) else node))
+    return loggers
+
+
+def _callbacks(cfg: DictConfig, has_logger: bool) -> list:
+    """The configured callbacks; LearningRateMonitor is dropped when no logger would receive the rate."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if not has_logger and any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        log.info("no logger configured: learning rate not monitored")
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return callbacks
+
+
+def _plugins(cfg: DictConfig) -> dict:
+    """Under the submitit SLURM launcher, submitit requeues (USR2): Lightning's own SLURM requeue is off."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return {}
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    configured = list(instantiate(cfg.trainer.plugins)) if cfg.trainer.get("plugins") else []
+    return {"plugins": [*configured, SLURMEnvironment(auto_requeue=False)]}
 
 
 def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, str | None]:
@@ -45,14 +79,19 @@ def run(cfg: DictConfig) -> L.Trainer:
         model.load_weights(init_weights)
     if hasattr(model, "prepare_datamodule"):  # e.g. the interpolant model's cached latents
         datamodule = model.prepare_datamodule(datamodule)
+    loggers = _loggers(cfg)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=_instantiate_all(cfg.get("callbacks")),
-        logger=_instantiate_all(cfg.get("logger")) or False,
+        callbacks=_callbacks(cfg, bool(loggers)),
+        logger=loggers or False,
+        **_plugins(cfg),
     )
     if resume:
         log.info("resuming from %s", resume)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    finally:
+        wandb_run.finish()
     print(f"run: {cfg.paths.output_dir} (step {trainer.global_step})")
     return trainer
 

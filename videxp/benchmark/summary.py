@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
 from videxp import compare
 from videxp.benchmark.inputs import BENCHMARK_JSON, GENERATED_DIR, METHODS_DIR, REFERENCE_DIR
@@ -32,8 +31,7 @@ def evaluate_method(
     cfg: DictConfig, metrics: dict[str, Metric], method: str, out_dir: Path
 ) -> dict[str, Any]:
     """Score generated_videos/<method> against reference_videos with `metrics`; report into `out_dir`."""
-    from videxp import evaluate as evaluate_module
-    from videxp.evaluate import run_folders
+    from videxp.evaluate import evaluation_config, run_folders
 
     root = Path(cfg.benchmark.root)
     fake_dir = root / GENERATED_DIR / method
@@ -42,14 +40,9 @@ def evaluate_method(
             f"{fake_dir}: no generated videos for method {method!r}; run "
             f"videxp-sample experiment=i2v_benchmark model={method} first"
         )
-    sub = copy.deepcopy(cfg)
-    with open_dict(sub):
-        sub.real_dir = str(root / REFERENCE_DIR)
-        sub.fake_dir = str(fake_dir)
-        sub.eval_dir = None
-        # videxp-sample's config holds only the experiment's evaluate keys: the rest from evaluate.yaml
-        defaults = OmegaConf.load(Path(evaluate_module.__file__).parent / "conf" / "evaluate.yaml").evaluate
-        sub.evaluate = OmegaConf.merge(defaults, sub.evaluate, {"out_dir": str(out_dir)})
+    sub = evaluation_config(
+        cfg, real_dir=str(root / REFERENCE_DIR), fake_dir=str(fake_dir), evaluate={"out_dir": str(out_dir)}
+    )
     extra = {"label": method, "benchmark": str(root.resolve())}
     method_json = root / METHODS_DIR / method / "method.json"
     if method_json.is_file():

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import complete_videos, resolve_inference
 from videxp.metrics import PSNR, SSIM
+from videxp.metrics.distributed import gather_frame_metric
 from videxp.video import to_float, to_uint8, to_unit, write_grid
 
 log = logging.getLogger(__name__)
@@ -56,36 +57,53 @@ class SampleMetrics(L.Callback):
             else datamodule.dataset("val")
         )
         n = min(self.num_videos, len(dataset))
-        items = [dataset[i] for i in range(n)]
-        videos = torch.stack([it["video"] for it in items]).to(pl_module.device)  # [N, T, C, H, W]
-        cond = {k: [it[k] for it in items] for k in ("label", "prompt") if k in items[0]}
+        # DDP: rank r samples videos r, r + W, r + 2W, ... (seeds are per video, so each video gets the
+        # sample it gets in one process); the frame scores are merged over ranks before reducing.
+        mine = list(range(trainer.global_rank, n, trainer.world_size))
         generator = pl_module.generator()
         params = resolve_inference(self.inference, generator)
-        samples = complete_videos(generator, videos, params, self.seed, list(range(n)), 0, cond)
         first = int(params["obs_length"]) if self.drop_observed else 0
         T = int(params["video_length"])
-        # score what videxp-sample would write: uint8 frames
-        pred = to_unit(to_float(to_uint8(samples[:, first:T].cpu())))  # [N, F, C, H, W] in [0, 1]
-        real = to_unit(to_float(to_uint8(videos[:, first:T].cpu())))
-        for name, metric in (("psnr", PSNR()), ("ssim", SSIM())):
-            metric.update(
-                pred,
-                real,
-                video_index=list(range(n)),
-                sample_index=[0] * n,
-                frame_index=list(range(first, T)),
-            )
-            pl_module.log(f"val/{name}", metric.compute()["value"], prog_bar=True, batch_size=n)
-        if self.log_video:
+        metrics = {"psnr": PSNR(), "ssim": SSIM()}
+        if mine:  # a rank may have none when num_videos < world size; it still joins the merge
+            items = [dataset[i] for i in mine]
+            videos = torch.stack([it["video"] for it in items]).to(pl_module.device)  # [n_r, T, C, H, W]
+            cond = {k: [it[k] for it in items] for k in ("label", "prompt") if k in items[0]}
+            samples = complete_videos(generator, videos, params, self.seed, mine, 0, cond)
+            # score what videxp-sample would write: uint8 frames
+            pred = to_unit(to_float(to_uint8(samples[:, first:T].cpu())))  # [n_r, F, C, H, W] in [0, 1]
+            real = to_unit(to_float(to_uint8(videos[:, first:T].cpu())))
+            for metric in metrics.values():
+                metric.update(
+                    pred,
+                    real,
+                    video_index=mine,
+                    sample_index=[0] * len(mine),
+                    frame_index=list(range(first, T)),
+                )
+        for name, metric in metrics.items():
+            value = gather_frame_metric(metric).compute()["value"]  # same float on every rank
+            # sync_dist with max: the value is already identical on all ranks, so max returns it exactly
+            # (a mean could round) and Lightning sees a synced epoch metric (ModelCheckpoint on all ranks)
+            pl_module.log(f"val/{name}", value, prog_bar=True, batch_size=n, sync_dist=True, reduce_fx="max")
+        if self.log_video and trainer.is_global_zero and mine:  # rank 0 previews its own share of the videos
             self._log_grid(trainer, videos[:, :T], samples)
 
     def _log_grid(self, trainer: L.Trainer, real: torch.Tensor, fake: torch.Tensor) -> None:
-        """Write <run>/val_samples/step_<n>.gif (rows: videos; columns: ground truth, sample) and hand the
-        file to loggers that take videos (wandb), so no video encoder beyond ours is needed."""
+        """Write <run>/val_samples/step_<n>.gif (rows: videos; columns: ground truth, sample) and log the grid
+        to wandb as `val/samples`: a `wandb.Video` of the uint8 frames at `fps` (our GIF without moviepy)."""
         rows = [[r, f] for r, f in zip(to_uint8(real.cpu()), to_uint8(fake.cpu()), strict=True)]
         path = Path(trainer.default_root_dir) / "val_samples" / f"step_{trainer.global_step:07d}.gif"
-        write_grid(path, rows, fps=self.fps)
-        for logger in trainer.loggers:
-            log_video: Any = getattr(logger, "log_video", None)
-            if log_video is not None:
-                log_video("val/samples", [str(path)], step=trainer.global_step, format=["gif"])
+        grid = write_grid(path, rows, fps=self.fps)  # uint8 [T, H, W, 3]
+        runs: list[Any] = [lg.experiment for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        if not runs:
+            return
+        import wandb
+
+        try:  # wandb encodes raw frames with moviepy (wandb[media])
+            video = wandb.Video(grid.transpose(0, 3, 1, 2), fps=self.fps, format="gif")  # [T, C, H, W]
+        except wandb.Error as err:
+            log.info("wandb.Video from frames failed (%s); logging %s instead", err, path)
+            video = wandb.Video(str(path), format="gif")  # already encoded at self.fps
+        for run in runs:
+            run.log({"val/samples": video, "trainer/global_step": trainer.global_step})

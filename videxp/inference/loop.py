@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from videxp.inference.generator import Generator
+from videxp.inference.shards import Plan, batch_blocks, plan_shard, unlock, wait_lock
 from videxp.inference.strategies import build_strategy
 from videxp.utils.io import write_json, write_npy
 from videxp.utils.seeding import derive_seed
@@ -22,6 +23,9 @@ from videxp.video import to_uint8, write_grid, write_video
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PARTS = "manifest.parts"  # samples/manifest.parts/<run_id>/shard-<k>-of-<n>.json: one per shard
+MERGE_LOCK_STALE_S = 120.0  # a manifest merge lock older than this (or of a dead local pid) is broken
+__all__ = ["batch_blocks", "run_sampling", "sample_name", "MANIFEST"]
 # manifest entries that must agree before new samples join an existing folder
 _IDENTITY_KEYS = ("dataset", "split", "inference", "model", "checkpoint", "seed")
 
@@ -78,18 +82,6 @@ def complete_videos(
     return out
 
 
-def batch_blocks(start: int, stop: int, batch_size: int) -> list[range]:
-    """Contiguous blocks of video indices aligned to multiples of `batch_size` (so shards split cleanly)."""
-    if batch_size < 1 or start < 0 or stop < start:
-        raise ValueError(f"bad range/batch: start={start} stop={stop} batch_size={batch_size}")
-    blocks, lo = [], start
-    while lo < stop:
-        hi = min((lo // batch_size + 1) * batch_size, stop)
-        blocks.append(range(lo, hi))
-        lo = hi
-    return blocks
-
-
 def sample_name(video: int, sample: int) -> str:
     """FDM's file stem: sample_<video:04d>-<k>."""
     return f"sample_{video:04d}-{sample}"
@@ -119,6 +111,60 @@ def check_manifest(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     return old
 
 
+def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(
+        json.dumps({k: manifest.get(k) for k in _IDENTITY_KEYS}, default=str)
+    )  # tuples -> lists
+
+
+def check_parts(samples_dir: Path, new: dict[str, Any], plan: Plan) -> None:
+    """Shard parts already in the folder must have the same settings and this run's shard layout."""
+    ident = _identity(new)
+    for path in sorted((samples_dir / PARTS).glob("*/shard-*.json")):
+        old = json.loads(path.read_text())
+        differ = [k for k in _IDENTITY_KEYS if old.get(k) != ident[k]]
+        if differ:
+            raise ValueError(
+                f"{path} holds samples made with different {', '.join(differ)}; "
+                "use another sample.out_dir (or delete the old samples)"
+            )
+        if path.parent.name == plan.run_id and old["shards"]["num_shards"] != plan.num_shards:
+            raise ValueError(
+                f"{path}: this item set was split into {old['shards']['num_shards']} shards before; "
+                f"num_shards={plan.num_shards} would overlap those shards (use the same num_shards, "
+                f"or delete {path.parent})"
+            )
+
+
+def _write_if_changed(path: Path, doc: dict[str, Any], same: Any) -> bool:
+    """Write `doc` unless the file exists and `same(old_doc)` says it already holds it."""
+    if path.is_file():
+        try:
+            if same(json.loads(path.read_text())):
+                return False
+        except ValueError:
+            pass  # unreadable: rewrite
+    write_json(path, doc)
+    return True
+
+
+def merge_manifest(samples_dir: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """samples/manifest.json = entries of the old manifest ∪ every shard part, under a lock (no races)."""
+    lock = samples_dir / ".manifest.lock"
+    wait_lock(lock, MERGE_LOCK_STALE_S)
+    try:
+        path = samples_dir / MANIFEST
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        entries = {e["file"]: e for e in old.get("samples", [])}
+        for part in sorted((samples_dir / PARTS).glob("*/shard-*.json")):
+            entries.update({e["file"]: e for e in json.loads(part.read_text())["samples"]})
+        merged = {**header, "samples": sorted(entries.values(), key=lambda e: (e["video"], e["sample"]))}
+        _write_if_changed(path, merged, lambda o: o.get("samples") == merged["samples"])
+        return merged
+    finally:
+        unlock(lock)
+
+
 def run_sampling(
     generator: Generator,
     dataset: Dataset,
@@ -134,59 +180,89 @@ def run_sampling(
     fps: float = 8.0,
     grid_videos: int = 4,
     manifest: dict[str, Any] | None = None,
+    num_samples_total: int | None = None,
+    num_shards: int = 1,
+    shard: int = 0,
 ) -> dict[str, Any]:
     """Generate `num_samples` completions of videos [start_index, stop_index) of `dataset`.
 
     Writes samples/sample_<video:04d>-<k>.npy (uint8 [T, H, W, C], observed prefix included),
     videos/<same>.<video_format>, a ground truth vs samples grid, and samples/manifest.json.
     Complete samples already on disk are skipped, so an interrupted run continues where it stopped.
+    With `num_shards` > 1 only shard `shard` of the (video, sample) items is made (see `shards.plan_shard`);
+    each shard writes samples/manifest.parts/<run_id>/shard-<k>-of-<n>.json and merges manifest.json
+    under a lock, so shards may run concurrently on machines sharing the folder.
     """
     out_dir = Path(out_dir)
     samples_dir, videos_dir = out_dir / "samples", out_dir / "videos"
     stop = len(dataset) if stop_index is None else min(int(stop_index), len(dataset))
     if not 0 <= start_index < stop:
         raise ValueError(f"empty video range [{start_index}, {stop}) of a split with {len(dataset)} videos")
+    plan = plan_shard(start_index, stop, num_samples, batch_size, num_samples_total, num_shards, shard)
     params = resolve_inference(inference, generator)
     manifest = {**(manifest or {}), "inference": params, "seed": seed, "num_samples": num_samples}
-    old = check_manifest(samples_dir / MANIFEST, manifest)
-    entries = {e["file"]: e for e in old.get("samples", [])}
+    check_manifest(samples_dir / MANIFEST, manifest)
+    check_parts(samples_dir, manifest, plan)
 
     T = int(params["video_length"])
-    blocks = batch_blocks(start_index, stop, batch_size)
     written = skipped = 0
-    for block in tqdm(blocks, desc="sampling", unit="batch"):
-        items = [dataset[i] for i in block]
+    entries: dict[str, dict[str, Any]] = {}
+    done: set[tuple[int, int]] = set()  # items written by this call
+    cache: dict[int, dict[str, Any]] = {}  # the current block's dataset items
+    for unit in tqdm(plan.mine, desc=f"sampling {plan.tag}", unit="batch"):
+        missing = [v for v in unit.videos if v not in cache]
+        if missing:
+            cache = {v: dataset[v] for v in unit.videos}
+        items = [cache[v] for v in unit.videos]
         videos = torch.stack([it["video"] for it in items])  # [B, T, C, H, W]
         shape = (T, videos.shape[3], videos.shape[4], videos.shape[2])
-        cond = {k: [it[k] for it in items] for k in ("label", "prompt") if k in items[0]}
-        for k in range(num_samples):
-            paths = [samples_dir / f"{sample_name(v, k)}.npy" for v in block]
-            if all(_complete(p, shape) for p in paths):
-                skipped += len(paths)
-            else:
-                out = complete_videos(generator, videos, params, seed, list(block), k, cond)
-                for v, path, video in zip(block, paths, to_uint8(out.cpu()), strict=True):  # [T, H, W, C]
-                    write_npy(path, video)
-                    if video_format != "none":
-                        write_video(videos_dir / f"{sample_name(v, k)}.{video_format}", video, fps=fps)
-                written += len(paths)
-            for v, path, it in zip(block, paths, items, strict=True):
-                entries[path.name] = {"file": path.name, "video": v, "sample": k, "video_id": it["video_id"]}
-    manifest["samples"] = sorted(entries.values(), key=lambda e: (e["video"], e["sample"]))
-    write_json(samples_dir / MANIFEST, manifest)
+        cond = {c: [it[c] for it in items] for c in ("label", "prompt") if c in items[0]}
+        k = unit.sample
+        paths = [samples_dir / f"{sample_name(v, k)}.npy" for v in unit.videos]
+        if all(_complete(p, shape) for p in paths):
+            skipped += len(paths)
+        else:
+            out = complete_videos(generator, videos, params, seed, list(unit.videos), k, cond)
+            for v, path, video in zip(unit.videos, paths, to_uint8(out.cpu()), strict=True):  # [T, H, W, C]
+                write_npy(path, video)
+                if video_format != "none":
+                    write_video(videos_dir / f"{sample_name(v, k)}.{video_format}", video, fps=fps)
+                done.add((v, k))
+            written += len(paths)
+        for v, path, it in zip(unit.videos, paths, items, strict=True):
+            entries[path.name] = {"file": path.name, "video": v, "sample": k, "video_id": it["video_id"]}
+    shards = {
+        "run_id": plan.run_id,
+        "shard": plan.shard,
+        "num_shards": plan.num_shards,
+        "start_index": plan.start,
+        "stop_index": plan.stop,
+        "num_samples_total": plan.total,
+        "batch_size": plan.batch_size,
+    }
+    part = {**manifest, "shards": shards}
+    part["samples"] = sorted(entries.values(), key=lambda e: (e["video"], e["sample"]))
+    part_path = samples_dir / PARTS / plan.run_id / f"{plan.tag}.json"
+    _write_if_changed(part_path, part, lambda o: o.get("samples") == part["samples"])
+    merged = merge_manifest(samples_dir, manifest)
     if grid_videos and video_format != "none":
-        _write_grid(
-            dataset,
-            samples_dir,
-            videos_dir,
-            range(start_index, min(stop, start_index + grid_videos)),
-            num_samples,
-            T,
-            video_format,
-            fps,
-        )
-    log.info("sampling done: %d written, %d already complete, in %s", written, skipped, samples_dir)
-    return {"written": written, "skipped": skipped, "samples_dir": str(samples_dir), "manifest": manifest}
+        grid = range(plan.start, min(plan.stop, plan.start + grid_videos))
+        grid_items = [(v, k) for v in grid for k in range(num_samples)]
+        have = {(e["video"], e["sample"]) for e in merged["samples"]}
+        name = f"grid_{grid.start:04d}-{grid.stop - 1:04d}.{video_format}"
+        if set(grid_items) <= have and (done & set(grid_items) or not (videos_dir / name).is_file()):
+            _write_grid(dataset, samples_dir, videos_dir, grid, num_samples, T, video_format, fps)
+    log.info(
+        "sampling %s done: %d written, %d already complete, in %s", plan.tag, written, skipped, samples_dir
+    )
+    return {
+        "written": written,
+        "skipped": skipped,
+        "samples_dir": str(samples_dir),
+        "manifest": {**manifest, "samples": merged["samples"]},
+        "part": part,
+        "plan": plan,
+    }
 
 
 def _write_grid(

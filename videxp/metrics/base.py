@@ -353,7 +353,8 @@ class FrameMetric(Metric):
 
         Returns `value`; `std` and `sem` of the per-video values (ddof 1; NaN for a single video);
         `num_videos`, `num_samples` (distinct sample ids), `num_frames` (distinct frame ids),
-        `num_values` (scored frames in all); `frames` (the frame ids) with `per_frame_mean` and
+        `num_values` (scored frames in all); `videos` (the video ids) with `per_video` (each one's value);
+        `frames` (the frame ids) with `per_frame_mean` and
         `per_frame_sem` over videos at each of them (of the sample mean per video for ``"mean"``, of the
         chosen sample for ``"best"``); `best_sample` (sample id per video, sorted video ids) for ``"best"``;
         `higher_is_better`; and `settings`.
@@ -393,6 +394,8 @@ class FrameMetric(Metric):
             "num_samples": int(arr.shape[1]),
             "num_frames": int(arr.shape[2]),
             "num_values": int(self._table()[1].size),
+            "videos": axes["video"].tolist(),
+            "per_video": per_video.tolist(),
             "frames": axes["frame"].tolist(),
             "per_frame_mean": per_frame_mean.tolist(),
             "per_frame_sem": per_frame_sem.tolist(),

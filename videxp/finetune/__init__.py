@@ -1,0 +1,1 @@
+"""Per-video fine-tuning experiments (experiment=naive_finetune)."""
