@@ -26,8 +26,8 @@ def test_offline_run_logs_the_video_and_a_rerun_keeps_the_id(tmp_path, monkeypat
     assert videos and videos[0].stat().st_size > 0
     # a rerun (or a requeued job) of the same run folder resumes last.ckpt and writes under the same id
     train.run(compose_cfg("train", [*over, "trainer.max_steps=3"], tmp_path))
-    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))  # one folder per second of start time
+    assert runs and {r.name.rsplit("-", 1)[1] for r in runs} == {wandb_run.run_id(tmp_path)}
 
 
 def test_run_id_is_deterministic_per_run_folder(tmp_path):
