@@ -151,7 +151,7 @@ def test_load_safetensors_file_and_folder(tmp_path, tiny_rule, tiny_model, tiny_
     assert model.config.kernel_size == (8, 8, -1)
     assert model.x_embedder.proj.weight.dtype == torch.bfloat16
     (folder / "config.json").write_text('{"model_type": "STDiT3", "depth": 1}')
-    with pytest.raises(STDiT3CheckpointError, match=r"unexpected keys \(spatial_blocks\.1\."):
+    with pytest.raises(STDiT3CheckpointError, match=r"unexpected: \[.spatial_blocks\.1\."):
         load_stdit3(folder, size="tiny")
 
 
@@ -172,9 +172,9 @@ def test_load_wrong_shapes_names_the_keys(tmp_path, tiny_rule):
     with pytest.raises(STDiT3CheckpointError) as err:
         load_stdit3(path, size="tiny")
     text = str(err.value)
-    assert "final_layer.linear.weight: file (3, 48) vs model (32, 48)" in text
-    assert "1 missing keys (t_block.1.bias)" in text and "1 unexpected keys (extra.weight)" in text
-    with pytest.raises(STDiT3CheckpointError, match="shape mismatches"):
+    assert "final_layer.linear.weight: file [3, 48] vs model [32, 48]" in text
+    assert "1 missing: ['t_block.1.bias']" in text and "1 unexpected: ['extra.weight']" in text
+    with pytest.raises(STDiT3CheckpointError, match="shape mismatch"):
         load_stdit3(tmp_path / "bad.safetensors", size="xl")
 
 

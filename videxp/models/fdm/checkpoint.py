@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from videxp.models import state_check
 from videxp.models.fdm.unet import FDMUNet
 from videxp.utils.io import atomic_path
 
@@ -57,27 +58,8 @@ def read_fdm_file(
 def load_state_strict(
     model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict", assign: bool = False
 ) -> None:
-    """`model.load_state_dict(state, strict=True)` with an error naming the first missing/unexpected/
-    mis-shaped keys and `source` (e.g. the file name). With `assign` the tensors become the parameters
-    (each made contiguous, so e.g. expanded views get memory of their own)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {list(state[k].shape)} vs model {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-                parts.append(f"{len(items)} {label}: {items[:_SHOW]}{more}")
-        raise ValueError(f"{source} does not match the FDM network: " + "; ".join(parts))
-    if assign:
-        state = {k: v.contiguous() for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=assign)
+    """Strict load into the FDM network with an error naming `source` and the offending keys."""
+    state_check.load_state_strict(model, state, source, "the FDM network", assign=assign)
 
 
 def load_fdm_checkpoint(

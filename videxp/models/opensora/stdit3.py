@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from videxp.models.diffusers_loading import ModelNotAvailable, parse_dtype, resolve_device
+from videxp.models.state_check import state_mismatch
 from videxp.weights import is_offline
 
 __all__ = [
@@ -858,23 +859,9 @@ def _resolve_weights(path_or_id: str | Path, revision: str | None) -> Path:
 
 def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """STDiT3CheckpointError listing missing / unexpected keys and shape mismatches (first few of each)."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {s}"
-        for k, s in expected.items()
-        if k in sd and tuple(sd[k].shape) != s
-    ]
-    if not (missing or unexpected or wrong):
-        return
-    parts = []
-    groups = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong))
-    for label, items in groups:
-        if items:
-            more = f", ... ({len(items) - 5} more)" if len(items) > 5 else ""
-            parts.append(f"{len(items)} {label} ({'; '.join(items[:5])}{more})")
-    raise STDiT3CheckpointError(f"{source} does not match STDiT3: " + ", ".join(parts))
+    problem = state_mismatch(model.state_dict(), sd)
+    if problem:
+        raise STDiT3CheckpointError(f"{source} does not match STDiT3: {problem}")
 
 
 def load_stdit3(

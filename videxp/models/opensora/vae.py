@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videxp.models import state_check
 from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir, parse_dtype, resolve_device
 from videxp.weights import is_offline
 
@@ -23,7 +24,6 @@ HUB_ID = "hpcai-tech/OpenSora-VAE-v1.3"
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # tried in this order for a hub id / folder
 # prefixes a file may put before the VAE keys (training wrappers); see `_strip_prefix`
 CHECKPOINT_PREFIXES = ("", "module.", "model.", "vae.", "module.vae.", "model.vae.")
-SHOW_KEYS = 8  # keys named per category in a load error
 
 # Per-channel latent statistics of normalisation "video" (Open-Sora `vae_v1_3/constants.py`):
 # latent = (posterior_mean - VIDEO_MEAN) / VIDEO_STD; decode undoes it first.
@@ -634,22 +634,7 @@ def _strip_prefix(state: dict[str, torch.Tensor], expected: list[str]) -> tuple[
 
 def load_state_strict(vae: nn.Module, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
     """Strict, assigning load with an error naming missing / unexpected keys and shape mismatches."""
-    expected = vae.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {list(state[k].shape)} vs model {list(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items:
-                more = f" (+{len(items) - SHOW_KEYS} more)" if len(items) > SHOW_KEYS else ""
-                parts.append(f"{len(items)} {label}: {items[:SHOW_KEYS]}{more}")
-        raise ValueError(f"{source} does not match the Open-Sora VAE (another size?): " + "; ".join(parts))
-    vae.load_state_dict({k: v.contiguous() for k, v in state.items()}, strict=True, assign=True)
+    state_check.load_state_strict(vae, state, source, "the Open-Sora VAE (another size?)", assign=True)
 
 
 def load_vae(
