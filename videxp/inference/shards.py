@@ -183,11 +183,16 @@ def try_lock(path: str | os.PathLike, stale_after: float) -> bool:
         except FileExistsError:
             try:
                 seen = path.read_text()
-                info = json.loads(seen or "{}")
+                if not seen.strip():
+                    raise ValueError("empty")  # created, body not written yet
+                info = json.loads(seen)
             except FileNotFoundError:
                 continue  # released meanwhile: try again
             except ValueError:
-                info, seen = {"time": path.stat().st_mtime}, None  # half-written: judge by age
+                try:
+                    info, seen = {"time": path.stat().st_mtime}, None  # half-written: judge by age
+                except FileNotFoundError:
+                    continue
             if not lock_is_stale(info, stale_after):
                 return False
             aside = path.with_name(f"{path.name}.stale-{uuid.uuid4().hex[:8]}")
