@@ -123,8 +123,9 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
 
     def sample(arm: str, block: range) -> dict[str, Any]:
         module.eval()
+        generator = make_generator(module, bool(nf.use_ema))
         return run_sampling(
-            make_generator(module, bool(nf.use_ema)),
+            generator,
             dataset,
             inference=inference,
             out_dir=out / arm,
@@ -139,7 +140,7 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
                 "format": "videxp.samples/1",
                 "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
                 "split": cfg.sample.split,
-                "model": {**make_generator(module, bool(nf.use_ema)).describe(), "arm": arm},
+                "model": {**generator.describe(), "arm": arm},
                 "checkpoint": loaded.get("checkpoint"),
                 "seed_rule": "derive_seed(seed, video, sample, step)",
                 "provenance": provenance(device),

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from videxp.models.diffusers_loading import ModelNotAvailable, parse_dtype, resolve_device
+from videxp.models.diffusers_loading import parse_dtype, resolve_device
 from videxp.models.state_check import state_mismatch
-from videxp.weights import is_offline
+from videxp.models.weight_files import read_state_dict, resolve_weight_file
 
 __all__ = [
     "STDIT3_PRESETS",
@@ -723,59 +721,6 @@ class STDiT3CheckpointError(ValueError):
     """A state dict whose keys or shapes do not match the STDiT3 being loaded."""
 
 
-WEIGHT_FILES = (  # looked for, in this order, in a folder or hub repository
-    "model.safetensors",
-    "diffusion_pytorch_model.safetensors",
-    "model.safetensors.index.json",
-    "diffusion_pytorch_model.safetensors.index.json",
-    "pytorch_model.bin",
-    "model.pt",
-    "model.pth",
-    "ema.pt",
-)
-WRAPPER_KEYS = ("state_dict", "model", "module", "ema")  # checkpoint dicts that nest the weights
-KEY_PREFIXES = ("module.", "model.")  # DDP / Lightning wrappers; stripped when every key carries one
-
-
-def _hub_cache_dir() -> str:
-    """The Hugging Face hub cache as the environment says now (HF_HUB_CACHE, else HF_HOME/hub)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
-    from videxp.models.diffusers_loading import hf_cache_dir
-
-    return hf_cache_dir()
-
-
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors / sharded index / torch file; wrappers and key prefixes removed."""
-    if path.name.endswith(".index.json"):
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        sd: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            sd.update(_read_tensors(path.parent / shard))
-        return sd
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj: Any = load_file(str(path), device="cpu")
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise STDiT3CheckpointError(f"{path}: not a state dict of tensors (top-level keys: {list(obj)[:8]})")
-    sd = dict(obj)
-    for prefix in KEY_PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix) :]: v for k, v in sd.items()}
-    return sd
-
-
 # config.json fields that describe the network's size. The v1.3 switches (qk_norm, kernel_size,
 # use_spatial_rope) come from the preset, as Open-Sora's configs pass them to from_pretrained as overrides.
 CONFIG_JSON_FIELDS = (
@@ -800,61 +745,6 @@ def _config_overrides(folder: Path | None) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in CONFIG_JSON_FIELDS}
-
-
-def _resolve_hub(repo_id: str, revision: str | None) -> Path:
-    """Download (or find in the cache) the weights of a hub repository; ModelNotAvailable when impossible."""
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import hf_hub_download
-
-    offline = is_offline()
-    cache = _hub_cache_dir()
-    last: Exception | None = None
-    for name in WEIGHT_FILES:
-        try:
-            path = Path(
-                hf_hub_download(repo_id, name, revision=revision, cache_dir=cache, local_files_only=offline)
-            )
-        except hf_errors.EntryNotFoundError as e:  # the repository exists but has no such file
-            last = e
-            continue
-        except (OSError, ValueError, hf_errors.HfHubHTTPError) as e:  # offline miss, no repo, bad id, network
-            last = e
-            continue
-        with contextlib.suppress(Exception):  # the model's own config.json, best effort
-            hf_hub_download(
-                repo_id, "config.json", revision=revision, cache_dir=cache, local_files_only=offline
-            )
-        if path.name.endswith(".index.json"):
-            for shard in sorted(set(json.loads(path.read_text())["weight_map"].values())):
-                hf_hub_download(repo_id, shard, revision=revision, cache_dir=cache, local_files_only=offline)
-        return path
-    why = "offline mode, not in the cache" if offline else "could not be downloaded"
-    raise ModelNotAvailable(
-        f"STDiT3 weights {repo_id!r} (revision {revision or 'main'}) are not available: {why} "
-        f"({type(last).__name__}: {last}). Looked for {', '.join(WEIGHT_FILES)}. "
-        f"Hugging Face cache directory: {cache}; fetch them with `huggingface-cli download {repo_id}` "
-        "on a machine with network access, or pass a local .safetensors / .pt file or folder."
-    ) from last
-
-
-def _resolve_weights(path_or_id: str | Path, revision: str | None) -> Path:
-    """A weight file from a local file, a local folder or a hub id."""
-    local = Path(path_or_id).expanduser()
-    if local.is_file():
-        return local
-    if local.is_dir():
-        for name in WEIGHT_FILES:
-            if (local / name).is_file():
-                return local / name
-        raise ModelNotAvailable(f"{local} holds none of {', '.join(WEIGHT_FILES)}")
-    text = str(path_or_id)
-    looks_local = text.startswith((".", "/", "~")) or local.suffix in (".safetensors", ".pt", ".pth", ".bin")
-    if looks_local or text.count("/") != 1:
-        raise ModelNotAvailable(
-            f"STDiT3 weights {text!r}: no such file or folder (nor a hub id 'owner/name')"
-        )
-    return _resolve_hub(text, revision)
 
 
 def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -886,10 +776,10 @@ def load_stdit3(
     """
     device = resolve_device(device)
     dtype = parse_dtype(dtype)
-    weights = _resolve_weights(path_or_id, revision)
+    weights = resolve_weight_file(path_or_id, "STDiT3 weights", revision)
     folder = None if Path(path_or_id).expanduser().is_file() else weights.parent  # a folder or hub id
     cfg = stdit3_config(size, **{**_config_overrides(folder), **overrides})
-    sd = _read_tensors(weights)
+    sd = read_state_dict(weights)
     sd = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in sd.items()}
     with torch.device("meta"):
         model = STDiT3(cfg)

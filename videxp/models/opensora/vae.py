@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,13 +14,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from videxp.models import state_check
-from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir, parse_dtype, resolve_device
-from videxp.weights import is_offline
+from videxp.models.diffusers_loading import parse_dtype, resolve_device
+from videxp.models.weight_files import read_state_dict, resolve_weight_file
 
 log = logging.getLogger(__name__)
 
 HUB_ID = "hpcai-tech/OpenSora-VAE-v1.3"
-HUB_FILES = ("model.safetensors", "pytorch_model.bin")  # tried in this order for a hub id / folder
 # prefixes a file may put before the VAE keys (training wrappers); see `_strip_prefix`
 CHECKPOINT_PREFIXES = ("", "module.", "model.", "vae.", "module.vae.", "model.vae.")
 
@@ -557,63 +555,6 @@ class OpenSoraVAE(nn.Module):
 
 
 # ----------------------------------------------------------------------------- loading
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or a torch file (.pt/.pth/.bin/.ckpt) holding one (possibly nested)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ValueError(f"{path}: cannot be read as a torch state dict ({type(e).__name__}: {e})") from e
-    for key in ("state_dict", "model", "module", "ema"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: no state dict (a mapping of names to tensors) found")
-    return obj
-
-
-def _resolve_file(path_or_id: str | os.PathLike) -> Path:
-    """A local file, the weight file in a local folder, or the file downloaded (or cached) for a hub id."""
-    local = Path(path_or_id).expanduser()
-    if local.is_file():
-        return local
-    if local.is_dir():
-        for name in HUB_FILES:
-            if (local / name).is_file():
-                return local / name
-        suffixes = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-        found = sorted(p for p in local.iterdir() if p.suffix in suffixes)
-        if len(found) == 1:
-            return found[0]
-        raise FileNotFoundError(
-            f"{local}: expected one of {HUB_FILES} (or a single weight file) in the folder, "
-            f"found {[p.name for p in found]}"
-        )
-    repo = str(path_or_id)
-    if repo.startswith((".", "/", "~")) or repo.count("/") != 1:
-        raise FileNotFoundError(f"Open-Sora VAE weights {repo!r}: no such file or folder (and not a hub id)")
-    from huggingface_hub import errors as hf_errors
-    from huggingface_hub import hf_hub_download
-
-    offline = is_offline()
-    errors = []
-    for name in HUB_FILES:
-        try:
-            return Path(hf_hub_download(repo, name, local_files_only=offline))
-        except (OSError, ValueError, hf_errors.HfHubHTTPError) as e:  # not cached / offline / not found
-            errors.append(f"{name}: {type(e).__name__}: {e}")
-    why = "offline (HF_HUB_OFFLINE / VIDEXP_OFFLINE) and not in the cache" if offline else "download failed"
-    raise ModelNotAvailable(
-        f"Open-Sora VAE {repo!r} is not available: {why} ({'; '.join(errors)}). "
-        f"Hugging Face cache directory: {hf_cache_dir()}; fetch it with `huggingface-cli download {repo}` "
-        "on a machine with network access, or pass a local .safetensors / .pt file or folder."
-    )
-
-
 def _strip_prefix(state: dict[str, torch.Tensor], expected: list[str]) -> tuple[str, dict[str, torch.Tensor]]:
     """Remove the prefix (one of CHECKPOINT_PREFIXES) under which the file holds most of the VAE's keys.
 
@@ -651,8 +592,8 @@ def load_vae(
     `ModelNotAvailable` naming the id and the cache folder). A wrapper prefix (``module.``, ``model.``,
     ``vae.``, ...) is stripped. Built on the meta device, so no memory goes to a random initialisation.
     """
-    path = _resolve_file(path_or_id)
-    state = _read_file(path)
+    path = resolve_weight_file(path_or_id, "Open-Sora VAE")
+    state = read_state_dict(path)
     with torch.device("meta"):
         vae = OpenSoraVAE(vae_config(size, **overrides))
     prefix, state = _strip_prefix(state, list(vae.state_dict()))
