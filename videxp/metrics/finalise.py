@@ -52,10 +52,9 @@ def is_distribution(metric: Metric) -> bool:
 
 def build_metrics(cfg: DictConfig) -> dict[str, Metric]:
     """`cfg.metric` instantiated as videxp-evaluate does (FVD detector weights loaded now)."""
-    from videxp import evaluate
+    from videxp.evaluate import build_metrics as build  # evaluate imports this package: import late
 
-    build = getattr(evaluate, "build_metrics", None) or evaluate._build_metrics
-    return build(cfg, None)
+    return build(cfg)
 
 
 def metrics_key(cfg: DictConfig, frames: range) -> str:
