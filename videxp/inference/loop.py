@@ -101,14 +101,18 @@ def check_manifest(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    new = json.loads(json.dumps({k: new.get(k) for k in _IDENTITY_KEYS}, default=str))  # tuples -> lists
-    differ = [k for k in _IDENTITY_KEYS if old.get(k) != new[k]]
+    _require_same(path, old, _identity(new))
+    return old
+
+
+def _require_same(path: Path, old: dict[str, Any], ident: dict[str, Any]) -> None:
+    """ValueError naming `path` unless `old` has the identity keys of `ident`."""
+    differ = [k for k in _IDENTITY_KEYS if old.get(k) != ident[k]]
     if differ:
         raise ValueError(
             f"{path} holds samples made with different {', '.join(differ)}; "
             "use another sample.out_dir (or delete the old samples)"
         )
-    return old
 
 
 def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -122,12 +126,7 @@ def check_parts(samples_dir: Path, new: dict[str, Any], plan: Plan) -> None:
     ident = _identity(new)
     for path in sorted((samples_dir / PARTS).glob("*/shard-*.json")):
         old = json.loads(path.read_text())
-        differ = [k for k in _IDENTITY_KEYS if old.get(k) != ident[k]]
-        if differ:
-            raise ValueError(
-                f"{path} holds samples made with different {', '.join(differ)}; "
-                "use another sample.out_dir (or delete the old samples)"
-            )
+        _require_same(path, old, ident)
         if path.parent.name == plan.run_id and old["shards"]["num_shards"] != plan.num_shards:
             raise ValueError(
                 f"{path}: this item set was split into {old['shards']['num_shards']} shards before; "
