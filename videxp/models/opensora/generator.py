@@ -1,0 +1,187 @@
+"""Open-Sora v1.3 behind the generator request: observed head frames in, the following chunk out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from videxp.inference.generator import Capabilities, Generator
+from videxp.inference.strategies import schedule
+from videxp.models.diffusers_loading import check_frame_size, merge_settings, resize_frames, row_prompts
+from videxp.models.opensora import rflow
+from videxp.models.opensora.conditioning import ConditionPlan, condition_tensors, plan_head_call
+from videxp.models.opensora.stdit3 import STDiT3
+from videxp.models.opensora.text import T5TextEncoder
+from videxp.models.opensora.vae import OpenSoraVAE
+from videxp.utils.seeding import randn_rows, row_generators
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLING = {
+    **rflow.RFlowSettings().to_dict(),
+    "prompt": None,  # used for rows whose dataset prompt is empty
+    "height": None,  # model frame size (multiples of 16); null = the dataset frame size
+    "width": None,
+}
+
+
+class OpenSoraGenerator(Generator):
+    """STDiT3 + the v1.3 VAE + T5: continues the observed head of a clip (cond_type v2v_head).
+
+    Request: `observed` = [a, ..., a+n-1] (n >= 0 consecutive frames), `target` = [a+n, ..., a+n+m-1]. The
+    n + m frames are padded to the next legal length (1 or 16k+1; 45 -> 49), the observed frames are
+    encoded (the unobserved rest of the clip filled with the last observed frame, since a latent's value
+    depends on its whole 17-frame micro-chunk), and the call is conditioned on the leading latents whose
+    frame slots hold only observed frames (`mask_index`; 8 observed frames -> latents 0, 1 = frames 0..4),
+    never on a latent that also stands for a frame to generate. Rectified-flow sampling with Open-Sora's
+    guidance; the decoded frames after the observed ones are returned, the padding trimmed. Each call's
+    plan (padding, conditioned latents and the pixel frames they cover) is in `describe()`.
+
+    Frames are resized to `height` x `width` for the model and back afterwards; each row's noise comes
+    from its own seed. Longer videos: inference=autoreg (each call conditions on its latest frames).
+    """
+
+    def __init__(
+        self,
+        stdit: STDiT3,
+        vae: OpenSoraVAE,
+        text_encoder: T5TextEncoder,
+        sampling: dict[str, Any] | None = None,
+        max_frames: int = 113,
+        fps: float = 24.0,
+        plan: dict[str, Any] | None = None,
+        describe_extra: dict[str, Any] | None = None,
+    ):
+        s = self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
+        check_frame_size(s)
+        self.settings = rflow.RFlowSettings(**{k: s[k] for k in rflow.RFlowSettings().to_dict()})
+        self.stdit, self.vae, self.text_encoder = stdit, vae, text_encoder
+        self.micro = vae.config.micro_frame_size
+        if self.micro is None:
+            raise ValueError(
+                "the Open-Sora generator needs the VAE's micro-frame chunking (micro_frame_size)"
+            )
+        vae.check_num_frames(int(max_frames))
+        self.fps = float(fps)
+        self.describe_extra = dict(describe_extra or {})
+        self.capabilities = Capabilities(
+            max_frames=int(max_frames),
+            index_patterns=("head_then_chunk",),
+            strategies=("autoreg",),
+            frame_rule=f"{self.micro - 1}k+1 (shorter calls are padded and trimmed)",
+            fps=self.fps,
+            conditioning=("prompt", "head_frames"),
+        )
+        self.calls = self._plan_calls(plan) if plan else None
+
+    # ----------------------------------------------------------------- planning
+    def plan(self, num_observed: int, num_target: int) -> ConditionPlan:
+        return plan_head_call(num_observed, num_target, self.capabilities.max_frames, self.micro)
+
+    def _plan_calls(self, plan: dict[str, Any]) -> list[dict[str, Any]]:
+        """The conditioning of every distinct call the configured inference run makes (for the manifest)."""
+        params = {k: plan.get(k) for k in ("video_length", "obs_length", "max_frames", "step_size")}
+        params["max_frames"] = params["max_frames"] or self.capabilities.max_frames
+        calls: dict[tuple[int, int], dict[str, Any]] = {}
+        for observed, target in schedule(plan["name"], **params):
+            key = (len(observed), len(target))
+            if key not in calls:
+                calls[key] = {**self.plan(*key).to_dict(), "calls": 0}
+            calls[key]["calls"] += 1
+        return list(calls.values())
+
+    # ----------------------------------------------------------------- the request
+    @staticmethod
+    def _check_request(frames, observed, target, seeds) -> None:
+        if frames.shape[1] != len(observed):
+            raise ValueError(f"got {frames.shape[1]} observed frames for observed indices {observed}")
+        if len(seeds) != frames.shape[0]:
+            raise ValueError(f"need one seed per batch row: {len(seeds)} seeds for {frames.shape[0]} rows")
+        if not target:
+            raise ValueError("empty target")
+        start = observed[0] if observed else target[0]
+        if list(observed) + list(target) != list(range(start, start + len(observed) + len(target))):
+            raise ValueError(
+                "Open-Sora continues a clip: observed must be consecutive frames and target the frames right "
+                f"after them (inference=autoreg); got observed {observed}, target {target}"
+            )
+
+    def _model_size(self, H: int, W: int) -> tuple[int, int]:
+        h, w = int(self.sampling["height"] or H), int(self.sampling["width"] or W)
+        if h % 16 or w % 16:
+            raise ValueError(
+                f"Open-Sora needs height and width multiples of 16 (VAE 8 x patch 2); got {h}x{w} "
+                "(set model.sampling.height/width)"
+            )
+        return h, w
+
+    def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Caption features y [B, 1, L, D], mask [B, L] and the null caption [B, 1, L, D]."""
+        y, mask = self.text_encoder(prompts)
+        table = self.stdit.y_embedder.y_embedding  # [L, D] learned null caption
+        if table.shape[-2:] != y.shape[-2:]:
+            raise ValueError(
+                f"text encoder gives {tuple(y.shape[-2:])} token features, the STDiT3's null caption "
+                f"is {tuple(table.shape)} (model_max_length, caption_channels)"
+            )
+        return y, mask, table[None, None].expand(y.shape[0], 1, -1, -1)
+
+    @torch.no_grad()
+    def generate(self, frames, observed, target, cond, seeds):
+        self._check_request(frames, observed, target, seeds)
+        B, n_obs, C, H, W = frames.shape  # frames: [B, n_obs, C, H, W] in [-1, 1]
+        if C not in (1, 3):
+            raise ValueError(f"Open-Sora makes RGB frames; cannot work with {C} channels")
+        p = self.plan(n_obs, len(target))
+        h, w = self._model_size(H, W)
+        dev = next(self.stdit.parameters()).device
+        vae_dtype = next(self.vae.parameters()).dtype
+
+        clip = torch.zeros(B, p.model_frames, 3, h, w, device=dev)  # [B, T, 3, h, w]
+        if n_obs:
+            head = resize_frames(frames.to(dev).float(), (h, w)).expand(
+                -1, -1, 3, -1, -1
+            )  # [B, n_obs, 3, h, w]
+            clip[:, :n_obs] = head
+            clip[:, n_obs:] = head[:, -1:]  # fill: only the conditioned latents' values are used
+        ref = self.vae.encode(
+            clip.permute(0, 2, 1, 3, 4).to(vae_dtype), sample=False
+        ).float()  # [B, 16, t, h', w']
+        index = p.conditioned_latents
+        cond_lat, cond_mask = condition_tensors(ref, index)
+        noise = randn_rows(row_generators(seeds), ref.shape[1:], device=dev)  # [B, 16, t, h', w']
+
+        y, y_mask, y_null = self._text(row_prompts(cond, B, self.sampling["prompt"]))
+        size = dict(fps=self.fps, height=float(h), width=float(w))
+
+        def velocity(z: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
+            text = y if mode == "cond" else y_null
+            kw: dict[str, Any] = {}
+            if index and mode != "uncond_all":
+                kw = dict(cond=cond_lat, cond_mask=cond_mask, mask_index=index, y_null=y_null)
+            out = self.stdit(z, t, text, mask=y_mask, **size, **kw)  # [B, 2 * 16 (sigma), t, h', w']
+            return out[:, : z.shape[1]].float()
+
+        z = rflow.sample(
+            velocity, noise, self.settings, h, w, p.model_frames, reference=ref, cond_index=index
+        )  # [B, 16, t, h', w']
+        video = self.vae.decode(z.to(vae_dtype), num_frames=p.model_frames).float()  # [B, 3, T, h, w]
+        video = video.permute(0, 2, 1, 3, 4)[:, n_obs : n_obs + len(target)]  # [B, m, 3, h, w]
+        video = resize_frames(video, (H, W))  # [B, m, 3, H, W]
+        if C == 1:
+            video = video.mean(2, keepdim=True)
+        return video.clamp(-1, 1).to(frames.device)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            **self.describe_extra,
+            "sampler": "rectified flow (Open-Sora v1.3), Euler, v = x0 - noise",
+            "sampling": self.sampling,
+            "cond_type": "v2v_head",
+            "condition_fill": "unobserved frames of the conditioning chunk repeat the last observed frame",
+            "effective_conditioning": self.calls,  # per distinct call: padding, conditioned latents / frames
+            "fps": self.fps,
+        }

@@ -1,0 +1,362 @@
+"""Open-Sora v1.3 as a LightningModule: full or LoRA fine-tuning of STDiT3 with a rectified-flow loss."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from videxp.models.diffusers_loading import merge_settings, parse_dtype, resize_frames
+from videxp.models.opensora import rflow
+from videxp.models.opensora.conditioning import (
+    COND_TYPES,
+    condition_tensors,
+    head_latents,
+    legal_frames,
+    mask_index,
+)
+from videxp.models.opensora.generator import OpenSoraGenerator
+from videxp.models.opensora.stdit3 import HUB_ID as STDIT_ID
+from videxp.models.opensora.stdit3 import STDiT3, check_state_dict, load_stdit3, stdit3_config
+from videxp.models.opensora.text import T5_ID, T5TextEncoder
+from videxp.models.opensora.vae import HUB_ID as VAE_ID
+from videxp.models.opensora.vae import OpenSoraVAE, load_vae
+from videxp.models.weight_files import read_state_dict, resolve_weight_file
+from videxp.utils.seeding import derive_seed, torch_generator
+
+SIZES = ("tiny", "xl")
+VAE_SIZE = {"tiny": "tiny", "xl": "full"}
+DEFAULT_PRETRAINED = {"stdit": STDIT_ID, "vae": VAE_ID, "text_encoder": T5_ID}
+DEFAULT_DTYPES = {"stdit": "fp32", "vae": "fp32", "text_encoder": "fp32"}
+DEFAULT_OPTIM = {  # configs/opensora-v1-3/train/stage1.py (lr there 1e-4)
+    "lr": 1e-4,
+    "betas": (0.9, 0.999),
+    "weight_decay": 0.0,
+    "eps": 1e-15,
+    "warmup_steps": 0,
+    "max_grad_norm": 1.0,
+}
+DEFAULT_TRAINING = {
+    "cond_type": "v2v_head",  # v2v_head | i2v_head | i2v_tail | i2v_loop | null (text-to-video)
+    "condition_frames": 17,  # v2v_head: observed pixel frames; conditions the latents standing only for them
+    "timestep_sampling": "logit-normal",  # logit-normal | uniform
+    "use_timestep_transform": True,  # warp training timesteps like sampling's
+    "text_dropout": 0.0,  # probability of the null caption per clip (Open-Sora's class_dropout_prob: 0.1)
+    "prompt": None,  # caption for clips without a dataset prompt
+}
+DEFAULT_LORA = {  # used when `lora` is given; peft LoRA on the attention projections of every block
+    "rank": 16,
+    "alpha": 16,
+    "target_modules": r".*_blocks\.\d+\.(attn\.(qkv|proj)|cross_attn\.(q_linear|kv_linear|proj))",
+    "dropout": 0.0,
+}
+DEFAULT_EMA = {"enabled": False, "decay": 0.99}  # Open-Sora trains with ema_decay 0.99
+TINY = {"caption_channels": 32, "model_max_length": 16}  # tiny STDiT3 + tiny T5 (offline tests)
+
+
+class OpenSoraModule(L.LightningModule):
+    """Fine-tunes STDiT3 (all weights, or a peft LoRA) with the VAE and T5 frozen.
+
+    Loss (Open-Sora's rectified flow): latents x0 of the clip (VAE sample), t = 1000 * sigmoid(N(0, 1))
+    warped by clip size and length, x_t = (1 - t/1000) x0 + (t/1000) n, target v = x0 - n, MSE over the
+    first 16 output channels. With `training.cond_type` the conditioned latents are given to the network
+    as `cond` / `cond_mask` / `mask_index` (v2v_head: those standing only for the first
+    `condition_frames` pixel frames, as at sampling time) and, like Open-Sora (x_cond_weight 1), still count
+    in the loss. Clips whose length is not 16k+1 (45) are padded with their last frame (to 49); latents
+    standing only for padding get no loss. Randomness depends only on (seed, global_step).
+
+    Saved state: `state_dict()` holds only what trains (`stdit.*` and `ema_stdit.*`, or the LoRA tensors);
+    the frozen VAE and T5 are rebuilt from `pretrained` when the module is built.
+    """
+
+    sampling_keys = ("sampling",)
+
+    def __init__(
+        self,
+        size: str = "xl",
+        pretrained: dict[str, str | None] | None = None,
+        revision: str | None = None,
+        dtypes: dict[str, str] | None = None,
+        tiny_seed: int = 0,
+        lora: dict[str, Any] | None = None,
+        ema: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        gradient_checkpointing: bool = False,
+        sampling: dict[str, Any] | None = None,
+        max_frames: int = 113,
+        fps: float = 24.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if size not in SIZES:
+            raise ValueError(f"model.size must be one of {SIZES}, got {size!r}")
+        self.pretrained = merge_settings(pretrained, DEFAULT_PRETRAINED, "pretrained")
+        dtypes = {k: parse_dtype(v) for k, v in merge_settings(dtypes, DEFAULT_DTYPES, "dtypes").items()}
+        self.optim = merge_settings(optim, DEFAULT_OPTIM, "optim")
+        self.training_cfg = t = merge_settings(training, DEFAULT_TRAINING, "training")
+        if t["cond_type"] is not None and t["cond_type"] not in COND_TYPES:
+            raise ValueError(
+                f"model.training.cond_type must be one of {COND_TYPES} or null, got {t['cond_type']!r}"
+            )
+        self.ema_cfg = merge_settings(ema, DEFAULT_EMA, "ema")
+        for name, v in (("height", height), ("width", width)):
+            if v is not None and int(v) % 16:
+                raise ValueError(f"model.{name}={v} must be a multiple of 16 (VAE 8 x patch 2)")
+        self.height, self.width, self.fps, self.seed = height, width, float(fps), int(seed)
+        self.max_frames, self.size = int(max_frames), size
+        self.sampling = dict(sampling or {})
+
+        self.stdit, self.vae, self.text_encoder = self._build(size, dtypes, revision, int(tiny_seed))
+        self.vae.requires_grad_(False).eval()
+        if gradient_checkpointing:
+            self.stdit.enable_gradient_checkpointing()
+        self.lora_cfg = None
+        if lora is not None:
+            if self.ema_cfg["enabled"]:
+                raise ValueError("model.ema is for full fine-tuning; with model.lora set ema.enabled=false")
+            self.lora_cfg = merge_settings(lora, DEFAULT_LORA, "lora")
+            self._add_lora()
+        self.ema_stdit = (
+            copy.deepcopy(self.stdit).requires_grad_(False).eval() if self.ema_cfg["enabled"] else None
+        )
+
+    # ----------------------------------------------------------------- building
+    def _build(self, size: str, dtypes: dict, revision: str | None, seed: int):
+        """(stdit, vae, text_encoder): random tiny networks, or the released weights (a `pretrained`
+        entry of null builds that network randomly initialised: benchmarks)."""
+        p = self.pretrained
+        tiny = size == "tiny"
+        extra = {"in_channels": 16, **TINY} if tiny else {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if p["stdit"] is None or tiny:
+                stdit = STDiT3(stdit3_config(size, **extra)).to(dtypes["stdit"])
+            else:
+                stdit = load_stdit3(p["stdit"], size, dtype=dtypes["stdit"], revision=revision)
+            if p["vae"] is None or tiny:
+                vae = OpenSoraVAE(VAE_SIZE[size]).to(dtypes["vae"])
+            else:
+                vae = load_vae(p["vae"], VAE_SIZE[size], dtype=dtypes["vae"])
+        text = T5TextEncoder(
+            size="tiny" if tiny else "full",
+            pretrained=p["text_encoder"] or T5_ID,
+            revision=None,
+            max_length=stdit.config.model_max_length,
+            dtype=dtypes["text_encoder"],
+            d_model=stdit.config.caption_channels,
+            seed=seed,
+        )
+        return stdit, vae, text
+
+    def _add_lora(self) -> None:
+        """peft LoRA on the STDiT3's target modules; every other weight frozen (B = 0: starts at the base)."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        c = self.lora_cfg
+        config = LoraConfig(
+            r=int(c["rank"]),
+            lora_alpha=float(c["alpha"]),
+            target_modules=c["target_modules"],
+            lora_dropout=float(c["dropout"]),
+        )
+        self.stdit.requires_grad_(False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(self.seed, 7))
+            inject_adapter_in_model(config, self.stdit)
+        if not any(p.requires_grad for p in self.stdit.parameters()):
+            raise ValueError(f"LoRA target_modules {c['target_modules']!r} matched no STDiT3 module")
+
+    def trainable_names(self) -> set[str]:
+        """state_dict keys of what trains (and its EMA copy)."""
+        if self.lora_cfg is not None:
+            return {f"stdit.{n}" for n, p in self.stdit.named_parameters() if p.requires_grad}
+        names = {f"stdit.{k}" for k in self.stdit.state_dict()}
+        if self.ema_stdit is not None:
+            names |= {f"ema_stdit.{k}" for k in self.ema_stdit.state_dict()}
+        return names
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Only the trained STDiT3 (+ EMA) or its LoRA; the frozen VAE and T5 are rebuilt from the config."""
+        full = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        keep = self.trainable_names()
+        return type(full)((k, v) for k, v in full.items() if k.removeprefix(prefix) in keep)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool | None = True, assign: bool = False):
+        keep = self.trainable_names()
+        missing, extra = sorted(keep - set(state_dict)), sorted(set(state_dict) - keep)
+        if (strict is None or strict) and (missing or extra):
+            raise ValueError(
+                f"Open-Sora state dict does not match this module (lora={self.lora_cfg is not None}, "
+                f"ema={self.ema_stdit is not None}): {len(missing)} missing (e.g. {missing[:2]}), "
+                f"{len(extra)} unexpected (e.g. {extra[:2]})"
+            )
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+    def train(self, mode: bool = True) -> OpenSoraModule:
+        super().train(mode)
+        self.vae.eval()
+        if self.ema_stdit is not None:
+            self.ema_stdit.eval()
+        return self
+
+    def load_weights(self, path: str | Path) -> None:
+        """A plain STDiT3 weight file or folder (released or exported) as `ckpt_path`: strict load into the
+        network (and its EMA copy)."""
+        sd = read_state_dict(resolve_weight_file(path, "STDiT3 weights"))
+        check_state_dict(self.stdit, sd, str(path))
+        self.stdit.load_state_dict(sd, strict=True)
+        if self.ema_stdit is not None:
+            self.ema_stdit.load_state_dict(sd, strict=True)
+        return None
+
+    # ----------------------------------------------------------------- training
+    def model_clip(self, video: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """batch["video"] [B, T, C, H, W] in [-1, 1] -> [B, 3, T', h, w] at the model size, T' = the next
+        legal length (padded with the last frame), and the real frame count T."""
+        if video.ndim != 5:
+            raise ValueError(f"expected batch['video'] [B, T, C, H, W], got {tuple(video.shape)}")
+        B, T, C, H, W = video.shape
+        if C not in (1, 3):
+            raise ValueError(f"Open-Sora needs RGB (or grey) frames, got {C} channels")
+        h, w = int(self.height or H), int(self.width or W)
+        if h % 16 or w % 16:
+            raise ValueError(f"Open-Sora needs sides multiples of 16; got {h}x{w} (set model.height/width)")
+        video = resize_frames(video.float(), (h, w)).expand(-1, -1, 3, -1, -1)  # [B, T, 3, h, w]
+        n = legal_frames(T, self.vae.config.micro_frame_size)
+        if n > self.max_frames:
+            raise ValueError(f"clips of {T} frames pad to {n} > model.max_frames={self.max_frames}")
+        video = torch.cat([video, video[:, -1:].expand(-1, n - T, -1, -1, -1)], dim=1)  # [B, n, 3, h, w]
+        return video.permute(0, 2, 1, 3, 4).contiguous(), T
+
+    def loss_weights(self, num_latents: int, real_frames: int) -> torch.Tensor:
+        """[t] 1 for latents standing for at least one real frame, 0 for those standing only for padding."""
+        slots = [self.vae.pixel_frames_of_latent(i) for i in range(num_latents)]
+        return torch.tensor([float(s[0] < real_frames) for s in slots])
+
+    def cond_index(self, num_latents: int) -> list[int]:
+        t = self.training_cfg
+        if t["cond_type"] == "v2v_head":
+            k = head_latents(int(t["condition_frames"]), self.vae.config.micro_frame_size)
+            return mask_index("v2v_head", num_latents, min(k, num_latents))
+        return mask_index(t["cond_type"], num_latents)
+
+    def flow_loss(self, video: torch.Tensor, prompts: list[str], g: torch.Generator) -> torch.Tensor:
+        """Rectified-flow MSE on clips [B, T, C, H, W] with prompts; all randomness from g."""
+        clip, real = self.model_clip(video)  # [B, 3, n, h, w]
+        B, _, n, h, w = clip.shape
+        vae_dtype = next(self.vae.parameters()).dtype
+        with torch.no_grad():
+            vae_g = torch_generator(int(torch.randint(0, 2**62, (1,), generator=g)), clip.device)
+            x0 = self.vae.encode(clip.to(self.device, vae_dtype), sample=True, generator=vae_g).float()
+            y, y_mask = self.text_encoder(prompts)  # [B, 1, L, D], [B, L]
+        t = rflow.sample_training_timesteps(B, g, self.training_cfg["timestep_sampling"])  # [B]
+        if self.training_cfg["use_timestep_transform"]:
+            t = rflow.warp_timesteps(t, h, w, n)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)  # [B, 16, t, h', w']
+        drop = torch.rand(B, generator=g) < float(self.training_cfg["text_dropout"])
+        t = t.to(x0.device)
+        x_t = rflow.add_noise(x0, noise, t)
+        index = self.cond_index(x0.shape[2])
+        kw: dict[str, Any] = {}
+        if index:
+            cond, cond_mask = condition_tensors(x0, index)
+            kw = dict(cond=cond, cond_mask=cond_mask, mask_index=index)
+        pred = self.stdit(
+            x_t,
+            t,
+            y,
+            mask=y_mask,
+            fps=self.fps,
+            height=float(h),
+            width=float(w),
+            force_drop_ids=drop.to(x0.device) if drop.any() else None,
+            **kw,
+        )[:, : x0.shape[1]].float()  # [B, 16, t, h', w']
+        per_frame = (pred - rflow.velocity_target(x0, noise)).pow(2).mean(dim=(0, 1, 3, 4))  # [t]
+        weights = self.loss_weights(x0.shape[2], real).to(per_frame.device)
+        return (per_frame * weights).sum() / weights.sum()
+
+    def batch_prompts(self, batch: dict[str, Any]) -> list[str]:
+        B = batch["video"].shape[0]
+        given = batch.get("prompt")
+        given = [given] * B if isinstance(given, str) else list(given or [None] * B)
+        out = [p or self.training_cfg["prompt"] for p in given]
+        if not all(out):
+            raise KeyError(
+                "Open-Sora training needs a caption per clip: batch['prompt'] (dataset.prompt_template) or "
+                "model.training.prompt"
+            )
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        g = torch_generator(derive_seed(self.seed, self.global_step))
+        loss = self.flow_loss(batch["video"], self.batch_prompts(batch), g)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        g = torch_generator(derive_seed(self.seed, 1_000_003, batch_idx))  # same noise at every validation
+        loss = self.flow_loss(batch["video"], self.batch_prompts(batch), g)
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from transformers import get_constant_schedule_with_warmup
+
+        o = self.optim
+        opt = torch.optim.AdamW(
+            [p for p in self.stdit.parameters() if p.requires_grad],
+            lr=float(o["lr"]),
+            betas=tuple(float(b) for b in o["betas"]),
+            weight_decay=float(o["weight_decay"]),
+            eps=float(o["eps"]),
+        )
+        sched = get_constant_schedule_with_warmup(opt, num_warmup_steps=int(o["warmup_steps"]))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip to `optim.max_grad_norm` (Open-Sora's grad_clip 1.0) unless the Trainer sets its own."""
+        if gradient_clip_val is None and self.optim["max_grad_norm"] is not None:
+            gradient_clip_val, gradient_clip_algorithm = float(self.optim["max_grad_norm"]), "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema_stdit is not None:
+            with torch.no_grad():
+                ema = [p for p in self.ema_stdit.parameters()]
+                torch._foreach_lerp_(ema, list(self.stdit.parameters()), 1.0 - float(self.ema_cfg["decay"]))
+
+    # ----------------------------------------------------------------- sampling
+    def generator(self, use_ema: bool | None = None, plan: dict[str, Any] | None = None) -> OpenSoraGenerator:
+        """The sampler over this module's networks (the EMA copy by default when there is one)."""
+        use_ema = self.ema_stdit is not None if use_ema is None else use_ema
+        if use_ema and self.ema_stdit is None:
+            raise ValueError("use_ema=True but this module keeps no EMA (model.ema.enabled=false)")
+        sampling = {k: v for k, v in self.sampling.items() if k != "plan"}
+        return OpenSoraGenerator(
+            self.ema_stdit if use_ema else self.stdit,
+            self.vae,
+            self.text_encoder,
+            sampling=sampling,
+            max_frames=self.max_frames,
+            fps=self.fps,
+            plan=plan or self.sampling.get("plan"),
+            describe_extra={
+                "size": self.size,
+                "pretrained": "tiny (random weights, built offline)"
+                if self.size == "tiny"
+                else self.pretrained,
+                "lora": self.lora_cfg,
+                "use_ema": use_ema,
+            },
+        )
