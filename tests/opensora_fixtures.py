@@ -9,7 +9,7 @@ from river_fixtures import rule_state_dict
 
 OPENSORA_DATA = Path(__file__).resolve().parent / "data" / "opensora"
 
-__all__ = ["OPENSORA_DATA", "load_fixture", "rule_state_dict"]
+__all__ = ["OPENSORA_DATA", "load_fixture", "mix_weights", "rule_state_dict"]
 
 
 def load_fixture(name: str) -> dict:
@@ -18,3 +18,15 @@ def load_fixture(name: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"Open-Sora fixture {name!r} is missing: expected it at {path}")
     return json.loads(path.read_text())
+
+
+def mix_weights(stdit, std: float = 0.3, seed: int = 1) -> None:
+    """Give the STDiT3's zero-initialised layers (temporal residuals, condition embedders, final layer)
+    random values, so frames influence each other and every weight gets gradients, as in a trained net."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in stdit.named_parameters():
+            if p.is_floating_point() and p.abs().sum() == 0 and ".lora_" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * std)

@@ -1,0 +1,126 @@
+"""model=opensora sampling: head conditioning through the generator request and videxp-sample."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_cfg
+from opensora_fixtures import mix_weights
+
+from videxp import sample
+from videxp.models.opensora.module import OpenSoraModule
+
+SAMPLING = {"steps": 3, "prompt": "a video of moving shapes"}
+
+
+def mixing_module(**kw) -> OpenSoraModule:
+    """The tiny module with random values in its zero-initialised layers (see `mix_weights`)."""
+    m = OpenSoraModule(size="tiny", sampling=SAMPLING, max_frames=49, **kw)
+    mix_weights(m.stdit)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def module():
+    return mixing_module()
+
+
+def head(seed: int, n: int = 8) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, n, 3, 32, 32, generator=g) * 2 - 1  # [1, n, 3, 32, 32]
+
+
+def test_conditioned_latents_are_the_observed_frames_exactly(module, monkeypatch):
+    gen = module.generator()
+    frames = head(0)
+    seen = {}
+    decode = module.vae.decode
+
+    def spy(z, num_frames=None):
+        seen["z"] = z.clone()
+        return decode(z, num_frames)
+
+    monkeypatch.setattr(module.vae, "decode", spy)
+    out = gen.generate(frames, list(range(8)), list(range(8, 45)), {"prompt": None}, [3])
+    assert out.shape == (1, 37, 3, 32, 32) and out.abs().max() <= 1
+    # what the adapter conditions on: the observed frames, the rest of their chunk filled with frame 7
+    clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
+    ref = module.vae.encode(clip, sample=False)  # [1, 16, 15, 4, 4]
+    assert seen["z"].shape == ref.shape
+    assert torch.equal(seen["z"][:, :, :2], ref[:, :, :2])  # latents 0, 1 = frames 0..4, held exactly
+    assert not torch.allclose(seen["z"][:, :, 2:], ref[:, :, 2:], atol=1e-2)
+
+
+def latents_of(module, monkeypatch, frames: torch.Tensor, seed: int) -> torch.Tensor:
+    """The sampled latents [1, 16, 15, 4, 4] of one W5-shaped call (8 observed, 37 generated)."""
+    seen = {}
+    decode = module.vae.decode
+
+    def spy(z, num_frames=None):
+        seen["z"] = z.clone()
+        return decode(z, num_frames)
+
+    monkeypatch.setattr(module.vae, "decode", spy)
+    module.generator().generate(frames, list(range(8)), list(range(8, 45)), {}, [seed])
+    monkeypatch.undo()
+    return seen["z"]
+
+
+def test_generated_frames_depend_on_the_observed_ones_and_the_seed(module, monkeypatch):
+    a = latents_of(module, monkeypatch, head(0), 3)
+    assert torch.equal(a, latents_of(module, monkeypatch, head(0), 3))  # deterministic per seed
+    b = latents_of(module, monkeypatch, head(1), 3)
+    # latents 5.. (frames 16..) are decoded apart from chunk 0: they differ through the STDiT3's attention
+    assert (a[:, :, 5:] - b[:, :, 5:]).abs().mean() > 1e-3  # ~4e-3 here; float noise is ~1e-7
+    assert (a[:, :, 5:] - latents_of(module, monkeypatch, head(0), 4)[:, :, 5:]).abs().mean() > 0.1
+    # a grey clip comes back grey, at the input size
+    grey = module.generator().generate(head(0)[:, :, :1], list(range(8)), list(range(8, 45)), {}, [3])
+    assert grey.shape == (1, 37, 1, 32, 32)
+
+
+def test_bad_requests_are_explicit(module):
+    gen = module.generator()
+    with pytest.raises(ValueError, match="consecutive"):
+        gen.generate(head(0, 2), [0, 2], [3], {}, [0])
+    with pytest.raises(ValueError, match="padded to 65.*max_frames=49"):
+        gen.generate(head(0), list(range(8)), list(range(8, 50)), {}, [0])
+    with pytest.raises(ValueError, match="multiples of 16"):
+        gen.generate(head(0)[..., :24, :24], list(range(8)), [8], {}, [0])
+    with pytest.raises(ValueError, match="no prompt"):
+        OpenSoraModule(size="tiny", max_frames=49).generator().generate(head(0), list(range(8)), [8], {}, [0])
+
+
+def test_videxp_sample_autoreg_chunks_and_records_the_conditioning(tmp_path):
+    overrides = [
+        "model=opensora",
+        "model.size=tiny",
+        "model.max_frames=33",
+        "model.sampling.steps=2",
+        "model.sampling.prompt='moving shapes'",  # the synthetic dataset has no captions
+        "dataset.image_size=32",
+        "dataset.video_length=45",
+        "dataset.source.num_videos={train: 2, val: 2, test: 2}",
+        "inference.obs_length=8",
+        "inference.step_size=16",  # K = 33: calls of 8 + 16, 17 + 16 and 17 + 5 frames
+        "sample.num_samples=1",
+        "sample.split=test",
+        "metric=[psnr]",
+        "device=cpu",
+    ]
+    cfg = compose_cfg("sample", overrides, tmp_path)
+    sample.run(cfg)
+    manifest = json.loads((tmp_path / "samples" / "manifest.json").read_text())
+    calls = {
+        (c["observed_frames"], c["target_frames"]): c for c in manifest["model"]["effective_conditioning"]
+    }
+    assert set(calls) == {(8, 16), (17, 16), (17, 5)}
+    assert calls[(8, 16)]["model_frames"] == 33 and calls[(8, 16)]["padded_frames"] == 9
+    assert calls[(8, 16)]["conditioned_pixel_frames"] == [0, 4]
+    assert calls[(17, 16)]["conditioned_latents"] == [0, 1, 2, 3, 4] and calls[(17, 16)]["padded_frames"] == 0
+    assert calls[(17, 5)]["model_frames"] == 33 and calls[(17, 5)]["padded_frames"] == 11
+    out = np.load(tmp_path / "samples" / "sample_0000-0.npy")
+    assert out.shape == (45, 32, 32, 3)
+    assert (tmp_path / "metrics.json").is_file()
