@@ -37,6 +37,7 @@ EXTRA = {
         "model.sampling.frame_rule=round_up",
     ],
     "framepack": ["model.size=tiny", "inference.obs_length=1", "inference.max_frames=5"],
+    "opensora": ["model.size=tiny"],
     "wan_lora": [
         "model.size=tiny",
         "inference.obs_length=1",

@@ -13,18 +13,36 @@ from videxp import sample
 from videxp.data.standins import write_hmdb51
 from videxp.finetune import naive
 
-OVERRIDES = [
+COMMON = [
     "experiment=naive_finetune",
     "naive_finetune.num_videos=2",
     "naive_finetune.steps=2",
     "naive_finetune.lr=1e-3",  # visible change in 2 steps
-    *[o for o in TINY if o.startswith(("model.", "trainer."))],
+    *[o for o in TINY if o.startswith("trainer.")],
     "dataset.image_size=32",  # LPIPS-alex needs >= 31 px
-    "dataset.video_length=14",  # W5's 45 frames take minutes on CPU; the geometry is the same
     "inference.obs_length=8",
-    "inference.step_size=3",
     "device=cpu",
 ]
+MODELS = {  # model -> (overrides, video_length)
+    "fdm": (
+        [
+            *[o for o in TINY if o.startswith("model.")],
+            "dataset.video_length=14",  # W5's 45 frames take minutes with FDM on CPU; same geometry
+            "inference.step_size=3",
+        ],
+        14,
+    ),
+    "opensora": (
+        [
+            "model=opensora",
+            "model.size=tiny",
+            "model.max_frames=49",
+            "model.sampling.steps=2",
+            "inference.step_size=37",  # W5 exactly: 45 frames = 8 observed + 37 in one call (padded to 49)
+        ],
+        45,
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +50,10 @@ def raw(tmp_path_factory):
     return write_hmdb51(tmp_path_factory.mktemp("hmdb") / "hmdb51", frames=48)
 
 
-def test_naive_finetune_end_to_end_and_resume(raw, tmp_path, alex_state, monkeypatch):
-    cfg = compose_cfg("sample", [*OVERRIDES, f"dataset.source.root={raw}"], tmp_path)
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_naive_finetune_end_to_end_and_resume(model, raw, tmp_path, alex_state, monkeypatch):
+    overrides, frames = MODELS[model]
+    cfg = compose_cfg("sample", [*COMMON, *overrides, f"dataset.source.root={raw}"], tmp_path)
     assert cfg.model.optim.lr == pytest.approx(1e-3)
     calls = []
     real_finetune = naive.finetune_one
@@ -60,10 +80,10 @@ def test_naive_finetune_end_to_end_and_resume(raw, tmp_path, alex_state, monkeyp
     for arm in ("baseline", "finetuned"):
         doc = json.loads((tmp_path / arm / "metrics.json").read_text())
         assert doc["label"] == arm and set(doc) >= {"psnr", "ssim", "lpips"}
-        assert doc["scored_frames"] == [8, 14]  # the generated frames
+        assert doc["scored_frames"] == [8, frames]  # the generated frames
     base = np.load(tmp_path / "baseline" / "samples" / "sample_0000-0.npy")
     tuned = np.load(tmp_path / "finetuned" / "samples" / "sample_0000-0.npy")
-    assert base.shape == tuned.shape == (14, 32, 32, 3)
+    assert base.shape == tuned.shape == (frames, 32, 32, 3)
     assert np.array_equal(base[:8], tuned[:8]) and not np.array_equal(base[8:], tuned[8:])
     rows = list(csv.DictReader((tmp_path / "per_video.csv").open()))
     assert [r["video"] for r in rows] == ["0", "1"]
@@ -71,12 +91,20 @@ def test_naive_finetune_end_to_end_and_resume(raw, tmp_path, alex_state, monkeyp
     assert psnr["delta"] == pytest.approx(psnr["finetuned"] - psnr["baseline"])
     mean_delta = np.mean([float(r["psnr_delta"]) for r in rows])
     assert mean_delta == pytest.approx(psnr["delta"], abs=1e-9)
+    if model == "opensora":  # the conditioning actually used, recorded with the samples
+        manifest = json.loads((tmp_path / "baseline" / "samples" / "manifest.json").read_text())
+        (call,) = manifest["model"]["effective_conditioning"]
+        assert (call["model_frames"], call["padded_frames"]) == (49, 4)
+        assert call["conditioned_pixel_frames"] == [0, 4]
 
 
 def test_experiment_is_w5_geometry(tmp_path):
     cfg = compose_cfg("sample", ["experiment=naive_finetune", "model=wan_lora"], tmp_path)
     assert cfg.dataset.video_length == 45 and cfg.inference.obs_length == 8
     assert cfg.model.optim.lr == pytest.approx(1e-5) and set(cfg.metric) == {"psnr", "ssim", "lpips"}
+    cfg = compose_cfg("sample", ["experiment=naive_finetune", "model=opensora"], tmp_path)
+    assert cfg.model.optim.lr == pytest.approx(1e-5)
+    assert cfg.model.training.cond_type == "v2v_head" and cfg.model.training.condition_frames == 8
 
 
 def test_base_weights_restore_exactly():
