@@ -11,6 +11,7 @@ from conftest import compose_cfg
 from opensora_fixtures import mix_weights
 
 from videxp import sample
+from videxp.models.opensora.generator import model_frame_size
 from videxp.models.opensora.module import OpenSoraModule
 
 SAMPLING = {"steps": 3, "prompt": "a video of moving shapes"}
@@ -87,10 +88,23 @@ def test_bad_requests_are_explicit(module):
         gen.generate(head(0, 2), [0, 2], [3], {}, [0])
     with pytest.raises(ValueError, match="padded to 65.*max_frames=49"):
         gen.generate(head(0), list(range(8)), list(range(8, 50)), {}, [0])
-    with pytest.raises(ValueError, match="multiples of 16"):
-        gen.generate(head(0)[..., :24, :24], list(range(8)), [8], {}, [0])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        gen.generate(head(0)[..., :20, :20], list(range(8)), [8], {}, [0])
     with pytest.raises(ValueError, match="no prompt"):
         OpenSoraModule(size="tiny", max_frames=49).generator().generate(head(0), list(range(8)), [8], {}, [0])
+
+
+def test_resolution_presets_and_odd_latent_sizes(module):
+    assert model_frame_size({"resolution": "360p", "aspect_ratio": "9:16"}, 32, 32) == (360, 640)
+    assert model_frame_size({"resolution": "720p", "aspect_ratio": "1:1"}, 32, 32) == (960, 960)
+    assert model_frame_size({"height": None, "width": 48}, 32, 40) == (32, 48)
+    with pytest.raises(ValueError, match="either resolution or height/width"):
+        model_frame_size({"resolution": "360p", "height": 360}, 32, 32)
+    with pytest.raises(ValueError, match="unknown resolution '480p'"):
+        model_frame_size({"resolution": "480p"}, 32, 32)
+    # 360p's 45 latent rows are odd: STDiT3 pads to its 2 x 2 patches; here 24 px -> 3 x 3 latents
+    out = module.generator().generate(head(0)[..., :24, :24], list(range(8)), [8], {}, [0])
+    assert out.shape == (1, 1, 3, 24, 24) and torch.isfinite(out).all()
 
 
 def test_videxp_sample_autoreg_chunks_and_records_the_conditioning(tmp_path):

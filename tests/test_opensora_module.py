@@ -11,8 +11,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from videxp import train
+from videxp.models.diffusers_loading import ModelNotAvailable
 from videxp.models.loading import build_module
 from videxp.models.opensora.module import OpenSoraModule
+from videxp.models.opensora.text import T5TextEncoder
 
 PROMPT = "a video of a person waving"
 
@@ -170,3 +172,22 @@ def test_videxp_train_then_sample_from_the_checkpoint(tmp_path):
     assert torch.equal(
         module.ema_stdit.final_layer.linear.weight, state["state_dict"]["ema_stdit.final_layer.linear.weight"]
     )
+
+
+def test_text_encoder_loads_a_t5_folder_and_missing_weights_fail_clearly(tmp_path):
+    tiny = T5TextEncoder(size="tiny", d_model=32, max_length=16, dtype="fp32")
+    tiny.model.save_pretrained(tmp_path / "t5")
+    tiny.tokenizer.save_pretrained(tmp_path / "t5")
+    loaded = T5TextEncoder(
+        size="full", pretrained=str(tmp_path / "t5"), max_length=16, d_model=32, dtype="fp32"
+    )
+    y, mask = loaded(["a person waving", "a video"])
+    assert y.shape == (2, 1, 16, 32) and mask.shape == (2, 16) and mask[:, 0].all() and not mask[:, -1].any()
+    assert torch.equal(y, tiny(["a person waving", "a video"])[0])
+    with pytest.raises(ValueError, match="caption_channels=64"):
+        T5TextEncoder(size="full", pretrained=str(tmp_path / "t5"), d_model=64, dtype="fp32")
+    # tests run offline: the released weights are not in the cache, and the error says what to fetch
+    with pytest.raises(ModelNotAvailable, match="DeepFloyd/t5-v1_1-xxl"):
+        T5TextEncoder(size="full")
+    with pytest.raises(ModelNotAvailable, match="hpcai-tech/OpenSora-STDiT-v4"):
+        OpenSoraModule(size="xl")

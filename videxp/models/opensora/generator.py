@@ -9,7 +9,7 @@ import torch
 
 from videxp.inference.generator import Capabilities, Generator
 from videxp.inference.strategies import schedule
-from videxp.models.diffusers_loading import check_frame_size, merge_settings, resize_frames, row_prompts
+from videxp.models.diffusers_loading import merge_settings, resize_frames, row_prompts
 from videxp.models.opensora import rflow
 from videxp.models.opensora.conditioning import ConditionPlan, condition_tensors, plan_head_call
 from videxp.models.opensora.stdit3 import STDiT3
@@ -22,9 +22,38 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLING = {
     **rflow.RFlowSettings().to_dict(),
     "prompt": None,  # used for rows whose dataset prompt is empty
-    "height": None,  # model frame size (multiples of 16); null = the dataset frame size
+    "resolution": None,  # 360p | 720p (with aspect_ratio) | null: height / width, or the dataset size
+    "aspect_ratio": "9:16",  # H:W key of Open-Sora's resolution tables
+    "height": None,  # model frame size (multiples of 8); null = the dataset frame size
     "width": None,
 }
+# Open-Sora's bucket sizes (opensora/datasets/aspect.py), H x W; "9:16" is landscape
+RESOLUTIONS = {
+    "360p": {"9:16": (360, 640), "1:1": (480, 480)},
+    "720p": {"9:16": (720, 1280), "1:1": (960, 960)},
+}
+
+
+def model_frame_size(
+    settings: dict[str, Any], H: int, W: int, where: str = "model.sampling"
+) -> tuple[int, int]:
+    """The frame size the networks run at: a `resolution` preset, else `height` x `width`, else H x W.
+    Sides must be multiples of 8 (the VAE; STDiT3 pads odd latent sizes to its 2 x 2 patches)."""
+    res, ar = settings.get("resolution"), settings.get("aspect_ratio", "9:16")
+    if res is not None:
+        if settings.get("height") is not None or settings.get("width") is not None:
+            raise ValueError(f"{where}: set either resolution or height/width, not both")
+        if res not in RESOLUTIONS or ar not in RESOLUTIONS[res]:
+            known = {k: sorted(v) for k, v in RESOLUTIONS.items()}
+            raise ValueError(f"{where}: unknown resolution {res!r} / aspect_ratio {ar!r}; known: {known}")
+        return RESOLUTIONS[res][ar]
+    h, w = int(settings.get("height") or H), int(settings.get("width") or W)
+    if h % 8 or w % 8 or h <= 0 or w <= 0:
+        raise ValueError(
+            f"Open-Sora needs frame sides that are multiples of 8 (VAE); got {h}x{w} "
+            f"(set {where}.height/width or {where}.resolution)"
+        )
+    return h, w
 
 
 class OpenSoraGenerator(Generator):
@@ -55,7 +84,7 @@ class OpenSoraGenerator(Generator):
         describe_extra: dict[str, Any] | None = None,
     ):
         s = self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
-        check_frame_size(s)
+        model_frame_size(s, 8, 8)  # a bad preset or size fails here, not at the first call
         self.settings = rflow.RFlowSettings(**{k: s[k] for k in rflow.RFlowSettings().to_dict()})
         self.stdit, self.vae, self.text_encoder = stdit, vae, text_encoder
         self.micro = vae.config.micro_frame_size
@@ -108,15 +137,6 @@ class OpenSoraGenerator(Generator):
                 f"after them (inference=autoreg); got observed {observed}, target {target}"
             )
 
-    def _model_size(self, H: int, W: int) -> tuple[int, int]:
-        h, w = int(self.sampling["height"] or H), int(self.sampling["width"] or W)
-        if h % 16 or w % 16:
-            raise ValueError(
-                f"Open-Sora needs height and width multiples of 16 (VAE 8 x patch 2); got {h}x{w} "
-                "(set model.sampling.height/width)"
-            )
-        return h, w
-
     def _text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Caption features y [B, 1, L, D], mask [B, L] and the null caption [B, 1, L, D]."""
         y, mask = self.text_encoder(prompts)
@@ -135,7 +155,7 @@ class OpenSoraGenerator(Generator):
         if C not in (1, 3):
             raise ValueError(f"Open-Sora makes RGB frames; cannot work with {C} channels")
         p = self.plan(n_obs, len(target))
-        h, w = self._model_size(H, W)
+        h, w = model_frame_size(self.sampling, H, W)
         dev = next(self.stdit.parameters()).device
         vae_dtype = next(self.vae.parameters()).dtype
 

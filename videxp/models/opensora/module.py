@@ -18,7 +18,7 @@ from videxp.models.opensora.conditioning import (
     legal_frames,
     mask_index,
 )
-from videxp.models.opensora.generator import OpenSoraGenerator
+from videxp.models.opensora.generator import OpenSoraGenerator, model_frame_size
 from videxp.models.opensora.stdit3 import HUB_ID as STDIT_ID
 from videxp.models.opensora.stdit3 import STDiT3, check_state_dict, load_stdit3, stdit3_config
 from videxp.models.opensora.text import T5_ID, T5TextEncoder
@@ -87,6 +87,8 @@ class OpenSoraModule(L.LightningModule):
         training: dict[str, Any] | None = None,
         height: int | None = None,
         width: int | None = None,
+        resolution: str | None = None,
+        aspect_ratio: str = "9:16",
         gradient_checkpointing: bool = False,
         sampling: dict[str, Any] | None = None,
         max_frames: int = 113,
@@ -106,10 +108,9 @@ class OpenSoraModule(L.LightningModule):
                 f"model.training.cond_type must be one of {COND_TYPES} or null, got {t['cond_type']!r}"
             )
         self.ema_cfg = merge_settings(ema, DEFAULT_EMA, "ema")
-        for name, v in (("height", height), ("width", width)):
-            if v is not None and int(v) % 16:
-                raise ValueError(f"model.{name}={v} must be a multiple of 16 (VAE 8 x patch 2)")
-        self.height, self.width, self.fps, self.seed = height, width, float(fps), int(seed)
+        self.frame_size = dict(resolution=resolution, aspect_ratio=aspect_ratio, height=height, width=width)
+        model_frame_size(self.frame_size, 8, 8, "model")  # fail now on a bad preset or size
+        self.fps, self.seed = float(fps), int(seed)
         self.max_frames, self.size = int(max_frames), size
         self.sampling = dict(sampling or {})
 
@@ -226,9 +227,7 @@ class OpenSoraModule(L.LightningModule):
         B, T, C, H, W = video.shape
         if C not in (1, 3):
             raise ValueError(f"Open-Sora needs RGB (or grey) frames, got {C} channels")
-        h, w = int(self.height or H), int(self.width or W)
-        if h % 16 or w % 16:
-            raise ValueError(f"Open-Sora needs sides multiples of 16; got {h}x{w} (set model.height/width)")
+        h, w = model_frame_size(self.frame_size, H, W, "model")
         video = resize_frames(video.float(), (h, w)).expand(-1, -1, 3, -1, -1)  # [B, T, 3, h, w]
         n = legal_frames(T, self.vae.config.micro_frame_size)
         if n > self.max_frames:
