@@ -170,6 +170,8 @@ def test_fsdp_config_instantiates_a_strategy(tmp_path):
     from diffusers.models.transformers.transformer_wan import WanTransformerBlock
     from lightning.pytorch.strategies import FSDPStrategy
 
+    from videxp.models.opensora.stdit3 import STDiT3Block
+
     checkpointing = "trainer.strategy.activation_checkpointing_policy=${trainer.strategy.auto_wrap_policy}"
     over = ["trainer=fsdp", checkpointing]
     cfg = compose_cfg("train", over, tmp_path)
@@ -177,7 +179,7 @@ def test_fsdp_config_instantiates_a_strategy(tmp_path):
     strategy = instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, FSDPStrategy)
     policy = strategy.kwargs["auto_wrap_policy"]
-    assert WanTransformerBlock in policy._module_classes
+    assert WanTransformerBlock in policy._module_classes and STDiT3Block in policy._module_classes
     checkpointed = strategy._activation_checkpointing_kwargs["auto_wrap_policy"]
     assert checkpointed._module_classes == policy._module_classes
     assert strategy.sharding_strategy.name == "FULL_SHARD" and strategy._state_dict_type == "full"
