@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -110,11 +112,14 @@ def test_timesteps_and_warp():
     assert rflow.timesteps(s, 512, 512, 1) == [1000.0, 750.0, 500.0, 250.0]
     t = torch.linspace(0, 1000, 11, dtype=torch.float64)
     assert torch.allclose(rflow.warp_timesteps(t, 512, 512, 1), t)  # reference size, one frame: identity
+    assert torch.allclose(rflow.warp_timesteps(t, 512, 512, 1, scale=3.0), t)  # scale: videos only
     warped = rflow.warp_timesteps(t, 360, 640, 49)  # ratio sqrt(0.879) * sqrt(12) = 3.25
     assert warped[0] == 0 and warped[-1] == pytest.approx(1000)
     assert (warped[1:-1] > t[1:-1]).all() and (warped.diff() > 0).all()
     ratio = (360 * 640 / 512**2) ** 0.5 * 12**0.5
     assert warped[5].item() == pytest.approx(1000 * ratio * 0.5 / (1 + (ratio - 1) * 0.5))
+    # (T - 1) // 4 latent-ish frames: 45 frames count like 44 // 4 = 11
+    assert torch.allclose(rflow.warp_timesteps(t, 360, 640, 45), rflow.warp_timesteps(t, 360, 640, 47))
 
 
 def constant_model(values: dict[str, float], calls: list[str]):
@@ -128,20 +133,38 @@ def constant_model(values: dict[str, float], calls: list[str]):
 def test_three_way_guidance_and_oscillation():
     calls: list[str] = []
     model = constant_model({"cond": 3.0, "uncond_text": 2.0, "uncond_all": 1.5}, calls)
-    s = rflow.RFlowSettings(cfg_scale=7.5, image_cfg_scale=2.0, use_flaw_fix=False)
+    s = rflow.RFlowSettings(cfg_scale=7.5, image_cfg_scale=2.0, scale_image_weight=False)
     z, t = torch.zeros(1, 2, 3, 2, 2), torch.full((1,), 500.0)
     v = rflow.guided_velocity(model, z, t, 0, s, conditioned=True)
-    assert torch.allclose(v, torch.full_like(z, 1.5 + 2.0 * 0.5 + 7.5 * 1.0))
+    assert torch.allclose(v, torch.full_like(z, 1.5 + 2.0 * 0.5 + 7.5 * 1.0))  # no flaw fix with a condition
     assert calls == ["cond", "uncond_text", "uncond_all"]
     calls.clear()  # text-to-video: two-way
-    v = rflow.guided_velocity(model, z, t, 0, s, conditioned=False)
+    v = rflow.guided_velocity(model, z, t, 0, rflow.RFlowSettings(use_flaw_fix=False), conditioned=False)
     assert torch.allclose(v, torch.full_like(z, 1.5 + 7.5 * 1.5)) and calls == ["cond", "uncond_all"]
-    # oscillation: full scale for 10 steps, then 1.0 on odd steps (a single conditional pass)
+    # oscillation: full scale for 10 steps, then 1.0 on odd steps
     assert [rflow.guidance_scale(7.5, i, True) for i in (9, 10, 11, 12, 13)] == [7.5, 7.5, 1.0, 7.5, 1.0]
     assert rflow.guidance_scale(7.5, 11, False) == 7.5
-    calls.clear()
+    calls.clear()  # both scales 1 at step 11: one conditional pass
     v = rflow.guided_velocity(model, z, t, 11, s, conditioned=True)
     assert calls == ["cond"] and torch.allclose(v, torch.full_like(z, 3.0))
+
+
+def test_image_scale_ramps_over_frames_and_decays_over_steps():
+    s = rflow.RFlowSettings(steps=30, image_cfg_scale=5.0, use_oscillation_guidance_for_image=False)
+    first = rflow.image_scale(s, 0, 15).flatten()
+    assert first[0] == pytest.approx(1.0) and first[-1] == pytest.approx(5.0)
+    assert torch.allclose(first.diff(), torch.full((14,), 4 / 14, dtype=first.dtype))
+    mid = rflow.image_scale(s, 15, 15).flatten()
+    assert mid[-1] == pytest.approx(5.0 - 4.0 * 15 / 29)
+    assert torch.all(rflow.image_scale(s, 29, 15) == 1.0)  # the top has decayed to initial_image_scale
+    flat = rflow.RFlowSettings(image_cfg_scale=5.0, scale_image_weight=False)
+    assert rflow.image_scale(flat, 3, 15) == 5.0
+    calls: list[str] = []
+    model = constant_model({"cond": 3.0, "uncond_text": 2.0, "uncond_all": 1.5}, calls)
+    z = torch.zeros(1, 2, 15, 2, 2)
+    v = rflow.guided_velocity(model, z, torch.full((1,), 900.0), 0, s, conditioned=True)
+    expected = 1.5 + first.view(1, 1, -1, 1, 1).float() * 0.5 + 7.5
+    assert torch.allclose(v, expected.expand_as(v))
 
 
 def test_flaw_fix_rescales_the_guided_std():
@@ -154,21 +177,26 @@ def test_flaw_fix_rescales_the_guided_std():
     assert torch.allclose(rflow.flaw_fix(cond, cond, 0.7), cond)
 
 
-def test_conditioned_frames_follow_the_reference_and_end_exact():
-    ref, noise = torch.randn(1, 4, 5, 2, 2), torch.randn(1, 4, 5, 2, 2)
+def test_sdedit_renoises_the_conditioned_frames_from_the_row_generators():
+    ref, noise = torch.randn(2, 4, 5, 2, 2), torch.randn(2, 4, 5, 2, 2)
     seen = []
 
     def model(z, t, mode):
         seen.append((t[0].item(), z.clone()))
-        return torch.randn_like(z)
+        return torch.ones_like(z)
 
-    s = rflow.RFlowSettings(steps=3, use_timestep_transform=False, **NO_GUIDANCE)
-    out = rflow.sample(model, noise, s, 32, 32, 17, reference=ref, cond_index=[0, 1])
-    for t, z in seen:  # sdedit: conditioned frames are the reference noised to the current t
-        expected = rflow.add_noise(ref[:, :, :2], noise[:, :, :2], torch.tensor([t]))
+    s = rflow.RFlowSettings(steps=3, use_timestep_transform=False, cfg_scale=1.0, image_cfg_scale=1.0)
+    gens = [torch.Generator().manual_seed(k) for k in (5, 6)]
+    out = rflow.sample(model, noise, s, 32, 32, 17, ref, [0, 1], generators=gens)
+    replay = [torch.Generator().manual_seed(k) for k in (5, 6)]
+    for t, z in seen:  # each step: the reference noised to t with fresh noise from row b's generator
+        eps = torch.stack([torch.randn(4, 2, 2, 2, generator=g) for g in replay])
+        expected = rflow.add_noise(ref[:, :, :2], eps, torch.tensor([t, t]))
         assert torch.allclose(z[:, :, :2], expected, atol=1e-6)
-    assert torch.equal(out[:, :, :2], ref[:, :, :2])  # the condition is held exactly
-    assert not torch.allclose(out[:, :, 2:], ref[:, :, 2:])
+        assert torch.allclose(z[:, :, 2:], seen[0][1][:, :, 2:] + (1000 - t) / 1000, atol=1e-5)  # v = 1
+    assert not torch.equal(out[:, :, :2], ref[:, :, :2])  # Open-Sora ends on the last Euler step
+    held = rflow.sample(model, noise, dataclasses.replace(s, hold_condition=True), 32, 32, 17, ref, [0, 1])
+    assert torch.equal(held[:, :, :2], ref[:, :, :2]) and torch.equal(held[:, :, 2:], out[:, :, 2:])
     with pytest.raises(ValueError, match="reference"):
         rflow.sample(model, noise, s, 32, 32, 17, cond_index=[0])
     with pytest.raises(ValueError, match="cfg_scale must be >= 1"):

@@ -34,25 +34,42 @@ def head(seed: int, n: int = 8) -> torch.Tensor:
     return torch.rand(1, n, 3, 32, 32, generator=g) * 2 - 1  # [1, n, 3, 32, 32]
 
 
-def test_conditioned_latents_are_the_observed_frames_exactly(module, monkeypatch):
-    gen = module.generator()
+def test_the_model_is_conditioned_on_the_latents_of_the_observed_frames(module, monkeypatch):
     frames = head(0)
-    seen = {}
-    decode = module.vae.decode
-
-    def spy(z, num_frames=None):
-        seen["z"] = z.clone()
-        return decode(z, num_frames)
-
-    monkeypatch.setattr(module.vae, "decode", spy)
-    out = gen.generate(frames, list(range(8)), list(range(8, 45)), {"prompt": None}, [3])
-    assert out.shape == (1, 37, 3, 32, 32) and out.abs().max() <= 1
     # what the adapter conditions on: the observed frames, the rest of their chunk filled with frame 7
     clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
     ref = module.vae.encode(clip, sample=False)  # [1, 16, 15, 4, 4]
-    assert seen["z"].shape == ref.shape
-    assert torch.equal(seen["z"][:, :, :2], ref[:, :, :2])  # latents 0, 1 = frames 0..4, held exactly
-    assert not torch.allclose(seen["z"][:, :, 2:], ref[:, :, 2:], atol=1e-2)
+    calls = []
+    forward = module.stdit.forward
+
+    def spy(x, timestep, y, **kw):
+        calls.append(kw)
+        return forward(x, timestep, y, **kw)
+
+    monkeypatch.setattr(module.stdit, "forward", spy)
+    out = module.generator().generate(frames, list(range(8)), list(range(8, 45)), {"prompt": None}, [3])
+    assert out.shape == (1, 37, 3, 32, 32) and out.abs().max() <= 1
+    assert len(calls) == 3 * SAMPLING["steps"]  # cond, uncond_text, uncond_all per step
+    cond, uncond_text, uncond_all = calls[:3]
+    for kw in (cond, uncond_text, uncond_all):
+        assert kw["mask_index"] == [0, 1]  # latents 0, 1 = frames 0..4 of the 8 observed
+        assert kw["cond_mask"][:, :, :2].eq(1).all() and kw["cond_mask"][:, :, 2:].eq(0).all()
+    assert (
+        torch.allclose(cond["cond"][:, :, :2], ref[:, :, :2], atol=1e-6)
+        and cond["cond"][:, :, 2:].eq(0).all()
+    )
+    assert torch.equal(uncond_text["cond"], cond["cond"]) and uncond_all["cond"].eq(0).all()
+
+
+def test_hold_condition_ends_on_the_observed_latents(monkeypatch):
+    m = mixing_module()
+    m.sampling = {**m.sampling, "hold_condition": True}
+    frames = head(0)
+    clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
+    ref = m.vae.encode(clip, sample=False)
+    z = latents_of(m, monkeypatch, frames, 3)
+    assert torch.allclose(z[:, :, :2], ref[:, :, :2], atol=1e-6)
+    assert not torch.allclose(z[:, :, 2:], ref[:, :, 2:], atol=1e-2)
 
 
 def latents_of(module, monkeypatch, frames: torch.Tensor, seed: int) -> torch.Tensor:

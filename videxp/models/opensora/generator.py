@@ -171,7 +171,8 @@ class OpenSoraGenerator(Generator):
         ).float()  # [B, 16, t, h', w']
         index = p.conditioned_latents
         cond_lat, cond_mask = condition_tensors(ref, index)
-        noise = randn_rows(row_generators(seeds), ref.shape[1:], device=dev)  # [B, 16, t, h', w']
+        gens = row_generators(seeds)  # row b: its initial noise, then its SDEdit noise of every step
+        noise = randn_rows(gens, ref.shape[1:], device=dev)  # [B, 16, t, h', w']
 
         y, y_mask, y_null = self._text(row_prompts(cond, B, self.sampling["prompt"]))
         size = dict(fps=self.fps, height=float(h), width=float(w))
@@ -179,13 +180,14 @@ class OpenSoraGenerator(Generator):
         def velocity(z: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
             text = y if mode == "cond" else y_null
             kw: dict[str, Any] = {}
-            if index and mode != "uncond_all":
-                kw = dict(cond=cond_lat, cond_mask=cond_mask, mask_index=index, y_null=y_null)
+            if index:  # uncond_all keeps the mask but zeroes the condition latents (Open-Sora)
+                c = torch.zeros_like(cond_lat) if mode == "uncond_all" else cond_lat
+                kw = dict(cond=c, cond_mask=cond_mask, mask_index=index, y_null=y_null)
             out = self.stdit(z, t, text, mask=y_mask, **size, **kw)  # [B, 2 * 16 (sigma), t, h', w']
             return out[:, : z.shape[1]].float()
 
         z = rflow.sample(
-            velocity, noise, self.settings, h, w, p.model_frames, reference=ref, cond_index=index
+            velocity, noise, self.settings, h, w, p.model_frames, ref, index, generators=gens
         )  # [B, 16, t, h', w']
         video = self.vae.decode(z.to(vae_dtype), num_frames=p.model_frames).float()  # [B, 3, T, h, w]
         video = video.permute(0, 2, 1, 3, 4)[:, n_obs : n_obs + len(target)]  # [B, m, 3, h, w]

@@ -28,12 +28,17 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 def warp_timesteps(
     t: torch.Tensor, height: float, width: float, num_frames: int, scale: float = 1.0
 ) -> torch.Tensor:
-    """Open-Sora's resolution- and length-aware timestep warp: t -> r t' / (1 + (r - 1) t') * 1000 with
-    t' = t / 1000 and r = sqrt(H W / 512^2) * sqrt(n) * scale, n = (num_frames - 1) / 4 for videos, 1 for
-    images (the frame count mapping of reference/large_models.md §3.5). Larger and longer clips spend more
-    steps at high noise. Monotone, fixes 0 and 1000."""
-    n = 1.0 if int(num_frames) <= 1 else (int(num_frames) - 1) / 4
-    r = math.sqrt(float(height) * float(width) / BASE_RESOLUTION) * math.sqrt(n) * float(scale)
+    """Open-Sora v1.3's resolution- and length-aware timestep warp: t -> r t' / (1 + (r - 1) t') * 1000 with
+    t' = t / 1000 and r = sqrt(H W / 512^2) * sqrt((num_frames - 1) // 4), times `scale` for videos; images
+    (num_frames 1) use r = sqrt(H W / 512^2). Larger and longer clips spend more steps at high noise.
+    Monotone, fixes 0 and 1000."""
+    video = int(num_frames) > 1
+    n = (int(num_frames) - 1) // 4 if video else 1
+    r = (
+        math.sqrt(float(height) * float(width) / BASE_RESOLUTION)
+        * math.sqrt(n)
+        * (float(scale) if video else 1.0)
+    )
     u = t / NUM_TIMESTEPS
     return r * u / (1 + (r - 1) * u) * NUM_TIMESTEPS
 
@@ -55,18 +60,20 @@ def sample_training_timesteps(
 # ----------------------------------------------------------------------------- sampling
 @dataclass(frozen=True)
 class RFlowSettings:
-    """The sampler's knobs (configs/opensora-v1-3/inference/{t2v,v2v}.py defaults)."""
+    """The sampler's knobs (configs/opensora-v1-3/inference/v2v.py defaults)."""
 
     steps: int = 30  # num_sampling_steps
     cfg_scale: float = 7.5  # text guidance
-    image_cfg_scale: float = 5.0  # image (condition) guidance; 1 = none (i2v/v2v only)
+    image_cfg_scale: float = 5.0  # guidance on the conditioned frames; 1 = none (i2v / v2v only)
+    scale_image_weight: bool = True  # image scale per latent frame: 1 at the first, up to a decaying top
+    initial_image_scale: float = 1.0  # the bottom of that ramp
     use_timestep_transform: bool = True  # the warp above
-    transform_scale: float = 1.0  # extra factor of the warp ratio
-    use_oscillation_guidance_for_text: bool = True  # full scale for 10 steps, then alternate with 1.0
+    transform_scale: float = 1.0  # extra factor of the warp ratio (videos)
+    use_oscillation_guidance_for_text: bool = True  # full scale for 10 steps, then 1.0 on odd steps
     use_oscillation_guidance_for_image: bool = True
-    use_flaw_fix: bool = True  # rescale the guided prediction's std towards the conditional one's
-    flaw_fix_blend: float = 0.7  # weight of the rescaled prediction
-    use_sdedit: bool = True  # re-noise the conditioned latent frames from the reference at every step
+    use_flaw_fix: bool = True  # text-to-video only: rescale the guided prediction's std (0.7 blend)
+    use_sdedit: bool = True  # re-noise the conditioned latents from the reference at every step
+    hold_condition: bool = False  # videxp option: set the conditioned latents to the reference at the end
 
     def __post_init__(self) -> None:
         if int(self.steps) < 1:
@@ -83,9 +90,8 @@ class RFlowSettings:
 
 def timesteps(settings: RFlowSettings, height: float, width: float, num_frames: int) -> list[float]:
     """The sampling timesteps t_i = (1 - i/N) * 1000, i = 0..N-1 (warped if enabled); Euler steps end at 0."""
-    ts = torch.tensor(
-        [(1 - i / settings.steps) * NUM_TIMESTEPS for i in range(settings.steps)], dtype=torch.float64
-    )
+    N = settings.steps
+    ts = torch.tensor([(1 - i / N) * NUM_TIMESTEPS for i in range(N)], dtype=torch.float64)
     if settings.use_timestep_transform:
         ts = warp_timesteps(ts, height, width, num_frames, settings.transform_scale)
     return ts.tolist()
@@ -98,40 +104,55 @@ def guidance_scale(scale: float, step: int, oscillate: bool) -> float:
     return float(scale)
 
 
-def flaw_fix(guided: torch.Tensor, cond: torch.Tensor, blend: float) -> torch.Tensor:
+def image_scale(s: RFlowSettings, step: int, num_latents: int) -> float | torch.Tensor:
+    """The image guidance at `step`: a float, or with `scale_image_weight` a per-latent-frame ramp
+    [1, 1, T, 1, 1] from `initial_image_scale` (frame 0) to a top that decays linearly over the steps from
+    the image scale to `initial_image_scale` (frames far from the condition are pushed hardest, early)."""
+    gs = guidance_scale(s.image_cfg_scale, step, s.use_oscillation_guidance_for_image)
+    lo = float(s.initial_image_scale)
+    if not s.scale_image_weight or gs <= lo:
+        return gs
+    top = torch.linspace(gs, lo, s.steps, dtype=torch.float64)[step].item()
+    return torch.linspace(lo, top, num_latents).view(1, 1, -1, 1, 1)
+
+
+def flaw_fix(guided: torch.Tensor, cond: torch.Tensor, blend: float = 0.7) -> torch.Tensor:
     """Rescale the guided prediction to the conditional prediction's per-sample std, blended with the
     unrescaled one (Lin et al., "Common diffusion noise schedules and sample steps are flawed")."""
     dims = tuple(range(1, guided.ndim))
-    rescaled = guided * (
-        cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-12)
-    )
-    return blend * rescaled + (1 - blend) * guided
+    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp_min(1e-12)
+    return guided * (blend * ratio + (1 - blend))
 
 
 # model(z [B, C, T, H, W], t [B], mode) -> velocity [B, C, T, H, W]; mode is "cond" (prompt + condition),
-# "uncond_text" (null text + condition) or "uncond_all" (null text, no condition)
+# "uncond_text" (null text + condition) or "uncond_all" (null text, condition latents zeroed)
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, str], torch.Tensor]
 
 
 def guided_velocity(
     model: VelocityFn, z: torch.Tensor, t: torch.Tensor, step: int, s: RFlowSettings, conditioned: bool
 ) -> torch.Tensor:
-    """Classifier-free guidance. Text only: u + gs (c - u). With a condition (i2v / v2v) three-way:
-    uncond_all + image_gs (uncond_text - uncond_all) + text_gs (cond - uncond_text)."""
+    """Classifier-free guidance. Text only: u + gs (c - u), then the flaw fix. With a condition (i2v / v2v)
+    three-way: uncond_all + image_gs (uncond_text - uncond_all) + text_gs (cond - uncond_text). Passes
+    whose scale is 1 are skipped (they cancel)."""
     text_gs = guidance_scale(s.cfg_scale, step, s.use_oscillation_guidance_for_text)
-    image_gs = (
-        guidance_scale(s.image_cfg_scale, step, s.use_oscillation_guidance_for_image) if conditioned else 1.0
-    )
     cond = model(z, t, "cond")
-    if text_gs == 1.0 and image_gs == 1.0:
-        return cond
     if not conditioned:
+        if text_gs == 1.0:
+            return cond
         out = (u := model(z, t, "uncond_all")) + text_gs * (cond - u)
-    else:
-        u_text = model(z, t, "uncond_text")
-        u_all = model(z, t, "uncond_all") if image_gs != 1.0 else u_text
-        out = u_all + image_gs * (u_text - u_all) + text_gs * (cond - u_text)
-    return flaw_fix(out, cond, s.flaw_fix_blend) if s.use_flaw_fix else out
+        return flaw_fix(out, cond) if s.use_flaw_fix else out
+    image_gs = image_scale(s, step, z.shape[2])
+    image_off = isinstance(image_gs, float) and image_gs == 1.0
+    if text_gs == 1.0 and image_off:
+        return cond
+    u_text = model(z, t, "uncond_text")
+    if image_off:
+        return u_text + text_gs * (cond - u_text)
+    u_all = model(z, t, "uncond_all")
+    if isinstance(image_gs, torch.Tensor):
+        image_gs = image_gs.to(z.device, z.dtype)
+    return u_all + image_gs * (u_text - u_all) + text_gs * (cond - u_text)
 
 
 @torch.no_grad()
@@ -143,28 +164,36 @@ def sample(
     width: float,
     num_frames: int,
     reference: torch.Tensor | None = None,  # [B, C, T, H, W] clean latents of the conditioned frames
-    cond_index: list[int] | None = None,  # latent frames held to the reference
+    cond_index: list[int] | None = None,  # latent frames conditioned on the reference
+    generators: list[torch.Generator] | None = None,  # one per row: the SDEdit noise of every step
 ) -> torch.Tensor:  # [B, C, T, H, W] clean latents
     """Euler integration of z' = v from t = 1000 (noise) to 0: z <- z + v * dt/1000, dt = t_i - t_{i+1}.
 
-    With `cond_index`, the conditioned frames are re-noised from `reference` at every step when
-    `use_sdedit` (with the initial noise, so they follow the forward process), and set to the clean
-    reference at the end: the returned latents hold the condition exactly."""
+    With `cond_index` and `use_sdedit`, the conditioned frames are replaced by the reference noised to the
+    current t (fresh noise each step, from `generators` when given) before every model call, as Open-Sora
+    does; `hold_condition` also sets them to the clean reference at the end."""
     ts = timesteps(settings, height, width, num_frames)
     z = noise.clone()
     idx = None
     if cond_index:
         if reference is None:
             raise ValueError("cond_index needs the reference latents")
-        idx = torch.tensor(sorted(cond_index), dtype=torch.long, device=z.device)
+        idx = torch.tensor(sorted(set(cond_index)), dtype=torch.long, device=z.device)
+        ref = reference.index_select(2, idx).to(z.dtype)  # [B, C, n, H, W]
     B = z.shape[0]
     for i, t_now in enumerate(ts):
         t = torch.full((B,), t_now, device=z.device, dtype=torch.float32)
         if idx is not None and settings.use_sdedit:
-            z = z.index_copy(2, idx, add_noise(reference.index_select(2, idx), noise.index_select(2, idx), t))
+            if generators is None:
+                eps = torch.randn_like(ref)
+            else:
+                eps = torch.stack(
+                    [torch.randn(ref.shape[1:], generator=g, device=g.device) for g in generators]
+                )
+            z = z.index_copy(2, idx, add_noise(ref, eps.to(ref.device, ref.dtype), t))
         v = guided_velocity(model, z, t, i, settings, conditioned=idx is not None)
         t_next = ts[i + 1] if i + 1 < len(ts) else 0.0
         z = z + v.to(z.dtype) * ((t_now - t_next) / NUM_TIMESTEPS)
-    if idx is not None:
-        z = z.index_copy(2, idx, reference.index_select(2, idx).to(z.dtype))
+    if idx is not None and settings.hold_condition:
+        z = z.index_copy(2, idx, ref)
     return z
