@@ -80,6 +80,26 @@ def test_latents_of_padding_only_get_no_loss():
         m.model_clip(torch.zeros(1, 50, 3, 32, 32))
 
 
+def test_drop_condition_and_x_cond_weight(monkeypatch):
+    m = OpenSoraModule(size="tiny", max_frames=49, training={"condition_frames": 8})
+    m.training_cfg["drop_condition"] = {"null": 1.0}  # neither caption nor condition latents
+    calls = spy_forward(m, monkeypatch)
+    m.flow_loss(clip()["video"], [PROMPT], torch.Generator().manual_seed(0))
+    kw = calls[0]
+    assert kw["cond"].eq(0).all() and kw["cond_mask"][:, :, :2].eq(1).all() and kw["mask_index"] == [0, 1]
+    assert kw["force_drop_ids"].all()
+    m.training_cfg["drop_condition"] = {"keep": 0.85, "cond": 0.05, "text": 0.05, "null": 0.05}
+    draws = [m.draw_condition(torch.Generator().manual_seed(k)) for k in range(200)]
+    assert draws.count("keep") > 150 and set(draws) <= {"keep", "cond", "text", "null"}
+    m.training_cfg["drop_condition"] = {"sometimes": 1.0}
+    with pytest.raises(ValueError, match="unknown keys"):
+        m.draw_condition(torch.Generator())
+    m.training_cfg["x_cond_weight"] = 3.0  # Open-Sora's rule: the other real latents share what is left
+    w = m.loss_weights(15, 45, [0, 1])
+    assert w[:2].tolist() == [3.0, 3.0] and w[14] == 0 and w.sum() == pytest.approx(14)
+    assert torch.allclose(w[2:14], torch.full((12,), (14 - 6) / 12))
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for ckpt in (False, True):

@@ -45,6 +45,8 @@ DEFAULT_TRAINING = {
     "timestep_sampling": "logit-normal",  # logit-normal | uniform
     "use_timestep_transform": True,  # warp training timesteps like sampling's
     "text_dropout": 0.0,  # probability of the null caption per clip (Open-Sora's class_dropout_prob: 0.1)
+    "drop_condition": None,  # {keep, cond, text, null: probability}: one draw per step (null = always keep)
+    "x_cond_weight": 1.0,  # loss weight of the conditioned latents (the others rescaled to keep the sum)
     "prompt": None,  # caption for clips without a dataset prompt
 }
 DEFAULT_LORA = {  # used when `lora` is given; peft LoRA on the attention projections of every block
@@ -235,10 +237,19 @@ class OpenSoraModule(L.LightningModule):
         video = torch.cat([video, video[:, -1:].expand(-1, n - T, -1, -1, -1)], dim=1)  # [B, n, 3, h, w]
         return video.permute(0, 2, 1, 3, 4).contiguous(), T
 
-    def loss_weights(self, num_latents: int, real_frames: int) -> torch.Tensor:
-        """[t] 1 for latents standing for at least one real frame, 0 for those standing only for padding."""
+    def loss_weights(self, num_latents: int, real_frames: int, cond_index: list[int] = ()) -> torch.Tensor:
+        """[t] per-latent loss weights: 0 for latents standing only for padding; with `cond_index`,
+        Open-Sora's x_cond_weight w on the k conditioned latents and (n - k w) / (n - k) on the other
+        real ones."""
         slots = [self.vae.pixel_frames_of_latent(i) for i in range(num_latents)]
-        return torch.tensor([float(s[0] < real_frames) for s in slots])
+        real = torch.tensor([float(s[0] < real_frames) for s in slots])
+        w, k = float(self.training_cfg["x_cond_weight"]), len(cond_index)
+        n = int(real.sum())
+        if not k or w == 1.0 or k >= n:
+            return real
+        weights = real * (n - k * w) / (n - k)
+        weights[list(cond_index)] = w
+        return weights
 
     def cond_index(self, num_latents: int) -> list[int]:
         t = self.training_cfg
@@ -267,6 +278,11 @@ class OpenSoraModule(L.LightningModule):
         kw: dict[str, Any] = {}
         if index:
             cond, cond_mask = condition_tensors(x0, index)
+            keep = self.draw_condition(g)
+            if keep in ("text", "null"):  # the condition latents are dropped (the mask stays)
+                cond = torch.zeros_like(cond)
+            if keep in ("cond", "null"):  # the caption is dropped: the null caption for every clip
+                drop = torch.ones(B, dtype=torch.bool)
             kw = dict(cond=cond, cond_mask=cond_mask, mask_index=index)
         pred = self.stdit(
             x_t,
@@ -280,8 +296,21 @@ class OpenSoraModule(L.LightningModule):
             **kw,
         )[:, : x0.shape[1]].float()  # [B, 16, t, h', w']
         per_frame = (pred - rflow.velocity_target(x0, noise)).pow(2).mean(dim=(0, 1, 3, 4))  # [t]
-        weights = self.loss_weights(x0.shape[2], real).to(per_frame.device)
-        return (per_frame * weights).sum() / weights.sum()
+        weights = self.loss_weights(x0.shape[2], real, index).to(per_frame.device)
+        return (per_frame * weights).sum() / self.loss_weights(x0.shape[2], real).sum()
+
+    def draw_condition(self, g: torch.Generator) -> str:
+        """Open-Sora's `drop_condition`: which of caption and condition latents this step keeps ("keep" both,
+        "cond" only the condition, "text" only the caption, "null" neither), drawn from g."""
+        table = self.training_cfg["drop_condition"]
+        if not table:
+            return "keep"
+        names = sorted(table)
+        unknown = set(names) - {"keep", "cond", "text", "null"}
+        if unknown:
+            raise ValueError(f"model.training.drop_condition: unknown keys {sorted(unknown)}")
+        probs = torch.tensor([float(table[k]) for k in names])
+        return names[int(torch.multinomial(probs / probs.sum(), 1, generator=g))]
 
     def batch_prompts(self, batch: dict[str, Any]) -> list[str]:
         B = batch["video"].shape[0]
