@@ -24,6 +24,7 @@ from videxp.models.opensora.stdit3 import STDiT3, check_state_dict, load_stdit3,
 from videxp.models.opensora.text import T5_ID, T5TextEncoder
 from videxp.models.opensora.vae import HUB_ID as VAE_ID
 from videxp.models.opensora.vae import OpenSoraVAE, load_vae
+from videxp.models.partial_training import ClipsToMaxNorm, SavesTrainedOnly, adamw_with_warmup
 from videxp.models.weight_files import read_state_dict, resolve_weight_file
 from videxp.utils.seeding import derive_seed, torch_generator
 
@@ -59,16 +60,17 @@ DEFAULT_EMA = {"enabled": False, "decay": 0.99}  # Open-Sora trains with ema_dec
 TINY = {"caption_channels": 32, "model_max_length": 16}  # tiny STDiT3 + tiny T5 (offline tests)
 
 
-class OpenSoraModule(L.LightningModule):
+class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
     """Fine-tunes STDiT3 (all weights, or a peft LoRA) with the VAE and T5 frozen.
 
     Loss (Open-Sora's rectified flow): latents x0 of the clip (VAE sample), t = 1000 * sigmoid(N(0, 1))
     warped by clip size and length, x_t = (1 - t/1000) x0 + (t/1000) n, target v = x0 - n, MSE over the
     first 16 output channels. With `training.cond_type` the conditioned latents are given to the network
     as `cond` / `cond_mask` / `mask_index` (v2v_head: those standing only for the first
-    `condition_frames` pixel frames, as at sampling time) and, like Open-Sora (x_cond_weight 1), still count
-    in the loss. Clips whose length is not 16k+1 (45) are padded with their last frame (to 49); latents
-    standing only for padding get no loss. Randomness depends only on (seed, global_step).
+    `condition_frames` pixel frames, as at sampling time) and still count in the loss (Open-Sora's
+    x_cond_weight, default 1 = like the others; `drop_condition` drops caption and/or condition per
+    step). Clips whose length is not 16k+1 (45) are padded with their last frame (to 49); latents standing
+    only for padding get no loss. Randomness depends only on (seed, global_step).
 
     Saved state: `state_dict()` holds only what trains (`stdit.*` and `ema_stdit.*`, or the LoRA tensors);
     the frozen VAE and T5 are rebuilt from `pretrained` when the module is built.
@@ -132,8 +134,9 @@ class OpenSoraModule(L.LightningModule):
 
     # ----------------------------------------------------------------- building
     def _build(self, size: str, dtypes: dict, revision: str | None, seed: int):
-        """(stdit, vae, text_encoder): random tiny networks, or the released weights (a `pretrained`
-        entry of null builds that network randomly initialised: benchmarks)."""
+        """(stdit, vae, text_encoder): random tiny networks, or the released weights. A `pretrained` entry
+        of null builds that network randomly initialised (benchmarks); for the text encoder that is a
+        2-layer T5 of the STDiT3's caption width with the offline word-level tokenizer."""
         p = self.pretrained
         tiny = size == "tiny"
         extra = {"in_channels": 16, **TINY} if tiny else {}
@@ -148,7 +151,7 @@ class OpenSoraModule(L.LightningModule):
             else:
                 vae = load_vae(p["vae"], VAE_SIZE[size], dtype=dtypes["vae"])
         text = T5TextEncoder(
-            size="tiny" if tiny else "full",
+            size="tiny" if tiny or p["text_encoder"] is None else "full",
             pretrained=p["text_encoder"] or T5_ID,
             revision=None,
             max_length=stdit.config.model_max_length,
@@ -176,8 +179,9 @@ class OpenSoraModule(L.LightningModule):
         if not any(p.requires_grad for p in self.stdit.parameters()):
             raise ValueError(f"LoRA target_modules {c['target_modules']!r} matched no STDiT3 module")
 
-    def trainable_names(self) -> set[str]:
-        """state_dict keys of what trains (and its EMA copy)."""
+    def saved_keys(self) -> set[str]:
+        """state_dict() keys (SavesTrainedOnly): what trains (and its EMA copy); the frozen VAE and T5 are
+        rebuilt from the config."""
         if self.lora_cfg is not None:
             return {f"stdit.{n}" for n, p in self.stdit.named_parameters() if p.requires_grad}
         names = {f"stdit.{k}" for k in self.stdit.state_dict()}
@@ -185,23 +189,8 @@ class OpenSoraModule(L.LightningModule):
             names |= {f"ema_stdit.{k}" for k in self.ema_stdit.state_dict()}
         return names
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Only the trained STDiT3 (+ EMA) or its LoRA; the frozen VAE and T5 are rebuilt from the config."""
-        full = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
-        keep = self.trainable_names()
-        return type(full)((k, v) for k, v in full.items() if k.removeprefix(prefix) in keep)
-
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool | None = True, assign: bool = False):
-        keep = self.trainable_names()
-        missing, extra = sorted(keep - set(state_dict)), sorted(set(state_dict) - keep)
-        if (strict is None or strict) and (missing or extra):
-            raise ValueError(
-                f"Open-Sora state dict does not match this module (lora={self.lora_cfg is not None}, "
-                f"ema={self.ema_stdit is not None}): {len(missing)} missing (e.g. {missing[:2]}), "
-                f"{len(extra)} unexpected (e.g. {extra[:2]})"
-            )
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+    def describe_saved(self) -> str:
+        return f"Open-Sora STDiT3, lora={self.lora_cfg is not None}, ema={self.ema_stdit is not None}"
 
     def train(self, mode: bool = True) -> OpenSoraModule:
         super().train(mode)
@@ -337,26 +326,7 @@ class OpenSoraModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from transformers import get_constant_schedule_with_warmup
-
-        o = self.optim
-        opt = torch.optim.AdamW(
-            [p for p in self.stdit.parameters() if p.requires_grad],
-            lr=float(o["lr"]),
-            betas=tuple(float(b) for b in o["betas"]),
-            weight_decay=float(o["weight_decay"]),
-            eps=float(o["eps"]),
-        )
-        sched = get_constant_schedule_with_warmup(opt, num_warmup_steps=int(o["warmup_steps"]))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def configure_gradient_clipping(
-        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
-    ) -> None:
-        """Clip to `optim.max_grad_norm` (Open-Sora's grad_clip 1.0) unless the Trainer sets its own."""
-        if gradient_clip_val is None and self.optim["max_grad_norm"] is not None:
-            gradient_clip_val, gradient_clip_algorithm = float(self.optim["max_grad_norm"]), "norm"
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        return adamw_with_warmup((p for p in self.stdit.parameters() if p.requires_grad), self.optim)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema_stdit is not None:

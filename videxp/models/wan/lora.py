@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from videxp.models.diffusers_loading import frames_to_pil, merge_settings, resize_frames
+from videxp.models.partial_training import ClipsToMaxNorm, SavesTrainedOnly, adamw_with_warmup
 from videxp.models.wan.components import TEXT_LEN
 from videxp.models.wan.generator import DEFAULT_PRETRAINED, WanGenerator
 from videxp.utils.seeding import derive_seed, torch_generator
@@ -50,7 +51,7 @@ def normalise_latents(vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     return (z - mean) / std
 
 
-class WanLoRAModule(L.LightningModule):
+class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
     """Trains a peft LoRA on Wan2.1 I2V's transformer; every pretrained weight stays frozen.
 
     Loss (finetrainers' Wan I2V recipe): the clip's latents x0 (VAE posterior mode, normalised), noise n,
@@ -231,24 +232,13 @@ class WanLoRAModule(L.LightningModule):
                     module.reset_lora_parameters(ADAPTER, init_lora_weights=True)
 
     # ----------------------------------------------------------------- what is saved
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Only the LoRA tensors (`transformer.<module>.lora_{A,B}.default.weight`); base weights are frozen
-        and rebuilt from the config, so checkpoints stay small."""
-        full = super().state_dict(*args, **kwargs)
-        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
-        return type(full)((k, v) for k, v in full.items() if k.removeprefix(prefix) in self.lora_names)
+    def saved_keys(self) -> set[str]:
+        """state_dict(): only the LoRA tensors (`transformer.<module>.lora_{A,B}.default.weight`); the base
+        weights are frozen and rebuilt from the config, so checkpoints stay small."""
+        return set(self.lora_names)
 
-    def load_state_dict(self, state_dict: dict[str, Any], strict: bool | None = True, assign: bool = False):
-        """Load LoRA tensors saved by `state_dict()`; under `strict` the keys must be exactly this LoRA's."""
-        missing = sorted(self.lora_names - set(state_dict))
-        extra = sorted(set(state_dict) - self.lora_names)
-        if (strict is None or strict) and (missing or extra):
-            raise ValueError(
-                f"LoRA state dict does not match (rank {self.lora['rank']}, targets "
-                f"{self.lora['target_modules']!r}): {len(missing)} missing (e.g. {missing[:2]}), "
-                f"{len(extra)} unexpected (e.g. {extra[:2]}) (checkpoints hold only LoRA tensors)"
-            )
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+    def describe_saved(self) -> str:
+        return f"LoRA rank {self.lora['rank']}, targets {self.lora['target_modules']!r}"
 
     def train(self, mode: bool = True) -> WanLoRAModule:
         """Train mode for the transformer (LoRA dropout); the frozen encoders and VAE always stay in eval."""
@@ -353,26 +343,7 @@ class WanLoRAModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from transformers import get_constant_schedule_with_warmup
-
-        o = self.optim
-        opt = torch.optim.AdamW(
-            self.lora_parameters(),
-            lr=float(o["lr"]),
-            betas=tuple(float(b) for b in o["betas"]),
-            weight_decay=float(o["weight_decay"]),
-            eps=float(o["eps"]),
-        )
-        sched = get_constant_schedule_with_warmup(opt, num_warmup_steps=int(o["warmup_steps"]))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def configure_gradient_clipping(
-        self, optimizer: torch.optim.Optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
-    ) -> None:
-        """Clip the LoRA gradients' norm to `optim.max_grad_norm` unless the Trainer sets its own clipping."""
-        if gradient_clip_val is None and self.optim["max_grad_norm"] is not None:
-            gradient_clip_val, gradient_clip_algorithm = float(self.optim["max_grad_norm"]), "norm"
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        return adamw_with_warmup(self.lora_parameters(), self.optim)
 
     # ----------------------------------------------------------------- sampling
     def generator(self) -> WanGenerator:
