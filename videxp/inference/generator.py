@@ -27,6 +27,16 @@ class Capabilities:
         return asdict(self)
 
 
+def check_request(frames: torch.Tensor, observed: list[int], target: list[int], seeds: list[int]) -> None:
+    """The checks every generator makes: one frame per observed index, one seed per row, some target."""
+    if frames.shape[1] != len(observed):
+        raise ValueError(f"got {frames.shape[1]} observed frames for observed indices {observed}")
+    if len(seeds) != frames.shape[0]:
+        raise ValueError(f"need one seed per batch row: {len(seeds)} seeds for {frames.shape[0]} rows")
+    if not target:
+        raise ValueError("empty target")
+
+
 class Generator(ABC):
     """Generates frames at `target` indices given frames at `observed` indices.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from videxp.inference.generator import Capabilities, Generator
+from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.models.diffusers_loading import (
     apply_memory_options,
     check_frame_size,
@@ -272,10 +272,7 @@ class FramePackGenerator(Generator):
     # ----------------------------------------------------------------- the request
     def _check_request(self, frames, observed, target, seeds) -> bool:
         """Validate a request; True when it carries a last image (observed = [i, j])."""
-        if frames.shape[1] != len(observed):
-            raise ValueError(f"got {frames.shape[1]} observed frames for observed indices {observed}")
-        if len(seeds) != frames.shape[0]:
-            raise ValueError(f"need one seed per batch row: {len(seeds)} seeds for {frames.shape[0]} rows")
+        check_request(frames, observed, target, seeds)
         if frames.shape[2] not in (1, 3):
             raise ValueError(f"FramePack takes RGB (or grey) frames; got {frames.shape[2]} channels")
         if len(observed) == 2 and observed[1] > observed[0] + 1:

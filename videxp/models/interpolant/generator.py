@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from videxp.inference.generator import Capabilities, Generator
+from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.models.interpolant.autoencoder import LatentAutoencoder
 from videxp.models.interpolant.flow_transformer import FlowTransformer
 from videxp.models.interpolant.interpolants import Interpolant
@@ -97,10 +97,9 @@ class InterpolantGenerator(Generator):
 
     # ----------------------------------------------------------------- request handling
     def _check_request(self, frames: torch.Tensor, observed: list[int], target: list[int], seeds: list[int]):
-        if frames.shape[1] != len(observed) or not observed:
-            raise ValueError(f"got {frames.shape[1]} observed frames for observed indices {observed}")
-        if len(seeds) != frames.shape[0]:
-            raise ValueError(f"need one seed per batch row: {len(seeds)} seeds for {frames.shape[0]} rows")
+        check_request(frames, observed, target, seeds)
+        if not observed:
+            raise ValueError("interpolant models need at least one observed frame")
         if sorted(set(observed)) != list(observed):
             raise ValueError(f"interpolant models need increasing, distinct observed indices, got {observed}")
         last = observed[-1]

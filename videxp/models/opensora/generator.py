@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from videxp.inference.generator import Capabilities, Generator
+from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.inference.strategies import schedule
 from videxp.models.diffusers_loading import merge_settings, resize_frames, row_prompts
 from videxp.models.opensora import rflow
@@ -124,12 +124,7 @@ class OpenSoraGenerator(Generator):
     # ----------------------------------------------------------------- the request
     @staticmethod
     def _check_request(frames, observed, target, seeds) -> None:
-        if frames.shape[1] != len(observed):
-            raise ValueError(f"got {frames.shape[1]} observed frames for observed indices {observed}")
-        if len(seeds) != frames.shape[0]:
-            raise ValueError(f"need one seed per batch row: {len(seeds)} seeds for {frames.shape[0]} rows")
-        if not target:
-            raise ValueError("empty target")
+        check_request(frames, observed, target, seeds)
         start = observed[0] if observed else target[0]
         if list(observed) + list(target) != list(range(start, start + len(observed) + len(target))):
             raise ValueError(

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from videxp.inference.generator import Capabilities, Generator
+from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.inference.strategies import schedule
 from videxp.models.diffusers_loading import (
     apply_memory_options,
@@ -211,12 +211,7 @@ class WanGenerator(Generator):
     # ----------------------------------------------------------------- the request
     def _check_request(self, frames, observed, target, seeds) -> bool:
         """Validate the index pattern; True for a first+last request."""
-        if frames.shape[1] != len(observed):
-            raise ValueError(f"got {frames.shape[1]} observed frames for observed indices {observed}")
-        if len(seeds) != frames.shape[0]:
-            raise ValueError(f"need one seed per batch row: {len(seeds)} seeds for {frames.shape[0]} rows")
-        if not target:
-            raise ValueError("empty target")
+        check_request(frames, observed, target, seeds)
         if self.condition == "first_last" and len(observed) == 2:
             a, b = observed
             if list(target) != list(range(a + 1, b)):
