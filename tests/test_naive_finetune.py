@@ -105,6 +105,7 @@ def test_experiment_is_w5_geometry(tmp_path):
     cfg = compose_cfg("sample", ["experiment=naive_finetune", "model=opensora"], tmp_path)
     assert cfg.model.optim.lr == pytest.approx(1e-5)
     assert cfg.model.training.cond_type == "v2v_head" and cfg.model.training.condition_frames == 8
+    assert cfg.model.training.cache_clip_latents is True
 
 
 def test_base_weights_restore_exactly():

@@ -100,6 +100,21 @@ def test_drop_condition_and_x_cond_weight(monkeypatch):
     assert torch.allclose(w[2:14], torch.full((12,), (14 - 6) / 12))
 
 
+def test_clip_latent_cache_encodes_once_and_changes_nothing(monkeypatch):
+    plain = OpenSoraModule(size="tiny", max_frames=49)
+    cached = OpenSoraModule(size="tiny", max_frames=49, training={"cache_clip_latents": True})
+    calls = []
+    encode = cached.vae.encode_moments
+    monkeypatch.setattr(cached.vae, "encode_moments", lambda x: calls.append(1) or encode(x))
+    video = clip()["video"]
+    for step in range(3):  # the same clip three times, as in naive_finetune
+        g1, g2 = torch.Generator().manual_seed(step), torch.Generator().manual_seed(step)
+        assert torch.equal(plain.flow_loss(video, [PROMPT], g1), cached.flow_loss(video, [PROMPT], g2))
+    assert len(calls) == 1
+    cached.flow_loss(clip(seed=1)["video"], [PROMPT], torch.Generator())  # another clip: encoded again
+    assert len(calls) == 2
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for ckpt in (False, True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ DEFAULT_TRAINING = {
     "drop_condition": None,  # {keep, cond, text, null: probability}: one draw per step (null = always keep)
     "x_cond_weight": 1.0,  # loss weight of the conditioned latents (the others rescaled to keep the sum)
     "prompt": None,  # caption for clips without a dataset prompt
+    "cache_clip_latents": False,  # keep the last clip's VAE moments: repeated steps on one clip skip encoding
 }
 DEFAULT_LORA = {  # used when `lora` is given; peft LoRA on the attention projections of every block
     "rank": 16,
@@ -253,8 +255,9 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         B, _, n, h, w = clip.shape
         vae_dtype = next(self.vae.parameters()).dtype
         with torch.no_grad():
-            vae_g = torch_generator(int(torch.randint(0, 2**62, (1,), generator=g)), clip.device)
-            x0 = self.vae.encode(clip.to(self.device, vae_dtype), sample=True, generator=vae_g).float()
+            vae_g = torch_generator(int(torch.randint(0, 2**62, (1,), generator=g)), self.device)
+            moments = self.clip_moments(clip.to(self.device, vae_dtype))  # [B, 32, t, h', w']
+            x0 = self.vae.latents_from_moments(moments, sample=True, generator=vae_g).float()
             y, y_mask = self.text_encoder(prompts)  # [B, 1, L, D], [B, L]
         t = rflow.sample_training_timesteps(B, g, self.training_cfg["timestep_sampling"])  # [B]
         if self.training_cfg["use_timestep_transform"]:
@@ -287,6 +290,21 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         per_frame = (pred - rflow.velocity_target(x0, noise)).pow(2).mean(dim=(0, 1, 3, 4))  # [t]
         weights = self.loss_weights(x0.shape[2], real, index).to(per_frame.device)
         return (per_frame * weights).sum() / self.loss_weights(x0.shape[2], real).sum()
+
+    def clip_moments(self, clip: torch.Tensor) -> torch.Tensor:
+        """The VAE's moments of clips [B, 3, n, h, w]. With `training.cache_clip_latents` the last clip's
+        are kept (keyed by a digest of its pixels), so fine-tuning on one clip (experiment=naive_finetune)
+        encodes it once; the posterior is still sampled every step, so results are unchanged."""
+        if not self.training_cfg["cache_clip_latents"]:
+            return self.vae.encode_moments(clip)
+        data = clip.detach().cpu().contiguous()
+        key = (
+            f"{tuple(data.shape)}:{data.dtype}:" + hashlib.blake2b(data.view(torch.uint8).numpy()).hexdigest()
+        )
+        cached = getattr(self, "_moments_cache", None)
+        if cached is None or cached[0] != key:
+            cached = self._moments_cache = (key, self.vae.encode_moments(clip))
+        return cached[1]
 
     def draw_condition(self, g: torch.Generator) -> str:
         """Open-Sora's `drop_condition`: which of caption and condition latents this step keeps ("keep" both,

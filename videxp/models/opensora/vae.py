@@ -506,6 +506,14 @@ class OpenSoraVAE(nn.Module):
         "video" constants. `return_moments` also returns the raw moments [B, 32, T', H/8, W/8].
         """
         moments = self.encode_moments(x)
+        z = self.latents_from_moments(moments, sample, generator)  # [B, 16, T', h, w]
+        return (z, moments) if return_moments else z
+
+    def latents_from_moments(
+        self, moments: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Raw moments [B, 32, T', h, w] -> normalised latents [B, 16, T', h, w], as `encode` (a posterior
+        sample with `generator`, or the mean): lets callers encode a clip once and sample it many times."""
         zc = self.config.z_channels
         z = moments[:, :zc]
         if sample and self.config.double_z:
@@ -513,8 +521,7 @@ class OpenSoraVAE(nn.Module):
             eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             z = z + std * eps
         mean_c, std_c = self._stats(z)
-        z = (z - mean_c) / std_c  # [B, 16, T', h, w]
-        return (z, moments) if return_moments else z
+        return (z - mean_c) / std_c
 
     def decode(self, z: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
         """Normalised latents [B, 16, n, h, w] -> pixels [B, 3, pixel_frames(n), 8h, 8w] (about [-1, 1]).
