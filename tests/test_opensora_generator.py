@@ -99,6 +99,15 @@ def test_generated_frames_depend_on_the_observed_ones_and_the_seed(module, monke
     assert grey.shape == (1, 37, 1, 32, 32)
 
 
+def test_rows_do_not_depend_on_the_batch(module):
+    gen = module.generator()
+    frames = torch.cat([head(0), head(1)])  # [2, 8, 3, 32, 32]
+    args = (list(range(8)), list(range(8, 25)))
+    both = gen.generate(frames, *args, {"prompt": ["a dog", "a cat"]}, [3, 4])
+    alone = gen.generate(frames[1:], *args, {"prompt": ["a cat"]}, [4])
+    assert torch.allclose(both[1:], alone, atol=1e-5)
+
+
 def test_bad_requests_are_explicit(module):
     gen = module.generator()
     with pytest.raises(ValueError, match="consecutive"):
