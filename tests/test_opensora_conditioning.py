@@ -201,3 +201,29 @@ def test_sdedit_renoises_the_conditioned_frames_from_the_row_generators():
         rflow.sample(model, noise, s, 32, 32, 17, cond_index=[0])
     with pytest.raises(ValueError, match="cfg_scale must be >= 1"):
         rflow.RFlowSettings(cfg_scale=0.5)
+
+
+def test_edit_mask_keeps_regenerates_and_partly_renoises_frames():
+    ref, noise = torch.randn(1, 4, 4, 2, 2), torch.randn(1, 4, 4, 2, 2)
+    edit = torch.tensor([[0.0, 1.0, 0.5, 0.0]])  # keep, generate, edit from t = 500 on, keep
+    seen = []
+
+    def model(z, t, mode, x_mask=None):
+        seen.append((t[0].item(), z.clone(), x_mask.clone()))
+        return torch.ones_like(z)
+
+    s = rflow.RFlowSettings(steps=4, use_timestep_transform=False, cfg_scale=1.0)
+    out = rflow.sample(model, noise, s, 32, 32, 17, ref, edit_mask=edit, generators=[torch.Generator()])
+    assert torch.equal(out[:, :, [0, 3]], ref[:, :, [0, 3]])  # kept exactly
+    assert [x[0].tolist() for _, _, x in seen] == [[False, True, False, False]] * 2 + [
+        [False, True, True, False]
+    ] * 2
+    (t0, z0, _), (_, z1, _), (t2, z2, _) = seen[:3]
+    assert torch.equal(z0[:, :, 1], noise[:, :, 1]) and torch.equal(z0[:, :, 2], ref[:, :, 2])
+    assert torch.equal(z1[:, :, 2], ref[:, :, 2])  # t = 750 > 500: still the reference
+    assert t2 == 500 and not torch.equal(z2[:, :, 2], ref[:, :, 2])  # noised to t = 500 once, then generated
+    assert torch.allclose(out[:, :, 1], noise[:, :, 1] + 1.0)  # v = 1 over the whole path
+    with pytest.raises(ValueError, match="either cond_index"):
+        rflow.sample(model, noise, s, 32, 32, 17, ref, [0], edit_mask=edit)
+    with pytest.raises(ValueError, match=r"edit_mask must be \[B, T\]"):
+        rflow.sample(model, noise, s, 32, 32, 17, ref, edit_mask=edit[:, :3])

@@ -164,3 +164,26 @@ def test_videxp_sample_autoreg_chunks_and_records_the_conditioning(tmp_path):
     out = np.load(tmp_path / "samples" / "sample_0000-0.npy")
     assert out.shape == (45, 32, 32, 3)
     assert (tmp_path / "metrics.json").is_file()
+
+
+def test_x_mask_mechanism_holds_the_observed_latents_with_t0_modulation(monkeypatch):
+    m = mixing_module()
+    m.sampling = {**m.sampling, "mechanism": "x_mask"}
+    calls = []
+    forward = m.stdit.forward
+
+    def spy(x, timestep, y, **kw):
+        calls.append(kw)
+        return forward(x, timestep, y, **kw)
+
+    monkeypatch.setattr(m.stdit, "forward", spy)
+    frames = head(0)
+    clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
+    ref = m.vae.encode(clip, sample=False)
+    z = latents_of(m, monkeypatch, frames, 3)
+    assert torch.allclose(z[:, :, :2], ref[:, :, :2], atol=1e-6)  # edit ratio 0: kept
+    x_mask = calls[0]["x_mask"]
+    assert x_mask.shape == (1, 15) and not x_mask[0, :2].any() and x_mask[0, 2:].all()
+    assert "mask_index" not in calls[0]
+    with pytest.raises(ValueError, match="mechanism"):
+        OpenSoraModule(size="tiny", max_frames=49, sampling={"mechanism": "edit"}).generator()

@@ -19,8 +19,10 @@ from videxp.utils.seeding import randn_rows, row_generators
 
 log = logging.getLogger(__name__)
 
+MECHANISMS = ("mask_index", "x_mask")  # v1.3 i2v / v2v conditioning | v1.2 per-frame edit ratios
 DEFAULT_SAMPLING = {
     **rflow.RFlowSettings().to_dict(),
+    "mechanism": "mask_index",  # how observed frames condition: mask_index (v1.3) | x_mask (v1.2 style)
     "prompt": None,  # used for rows whose dataset prompt is empty
     "resolution": None,  # 360p | 720p (with aspect_ratio) | null: height / width, or the dataset size
     "aspect_ratio": "9:16",  # H:W key of Open-Sora's resolution tables
@@ -86,6 +88,8 @@ class OpenSoraGenerator(Generator):
         s = self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
         model_frame_size(s, 8, 8)  # a bad preset or size fails here, not at the first call
         self.settings = rflow.RFlowSettings(**{k: s[k] for k in rflow.RFlowSettings().to_dict()})
+        if s["mechanism"] not in MECHANISMS:
+            raise ValueError(f"model.sampling.mechanism must be one of {MECHANISMS}, got {s['mechanism']!r}")
         self.stdit, self.vae, self.text_encoder = stdit, vae, text_encoder
         self.micro = vae.config.micro_frame_size
         if self.micro is None:
@@ -172,17 +176,32 @@ class OpenSoraGenerator(Generator):
         y, y_mask, y_null = self._text(row_prompts(cond, B, self.sampling["prompt"]))
         size = dict(fps=self.fps, height=float(h), width=float(w))
 
-        def velocity(z: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:
+        x_mask_path = self.sampling["mechanism"] == "x_mask"
+
+        def velocity(z: torch.Tensor, t: torch.Tensor, mode: str, x_mask=None) -> torch.Tensor:
             text = y if mode == "cond" else y_null
-            kw: dict[str, Any] = {}
-            if index:  # uncond_all keeps the mask but zeroes the condition latents (Open-Sora)
+            kw: dict[str, Any] = {"x_mask": x_mask}
+            if index and not x_mask_path:  # uncond_all keeps the mask but zeroes the condition (Open-Sora)
                 c = torch.zeros_like(cond_lat) if mode == "uncond_all" else cond_lat
                 kw = dict(cond=c, cond_mask=cond_mask, mask_index=index, y_null=y_null)
             out = self.stdit(z, t, text, mask=y_mask, **size, **kw)  # [B, 2 * 16 (sigma), t, h', w']
             return out[:, : z.shape[1]].float()
 
+        edit_mask = None
+        if x_mask_path and index:  # edit ratio 0 on the conditioned latents, 1 elsewhere
+            edit_mask = torch.ones(B, ref.shape[2], device=dev)
+            edit_mask[:, index] = 0
         z = rflow.sample(
-            velocity, noise, self.settings, h, w, p.model_frames, ref, index, generators=gens
+            velocity,
+            noise,
+            self.settings,
+            h,
+            w,
+            p.model_frames,
+            ref,
+            None if x_mask_path else index,
+            generators=gens,
+            edit_mask=edit_mask,
         )  # [B, 16, t, h', w']
         video = self.vae.decode(z.to(vae_dtype), num_frames=p.model_frames).float()  # [B, 3, T, h, w]
         video = video.permute(0, 2, 1, 3, 4)[:, n_obs : n_obs + len(target)]  # [B, m, 3, h, w]
@@ -198,6 +217,7 @@ class OpenSoraGenerator(Generator):
             "sampler": "rectified flow (Open-Sora v1.3), Euler, v = x0 - noise",
             "sampling": self.sampling,
             "cond_type": "v2v_head",
+            "mechanism": self.sampling["mechanism"],
             "condition_fill": "unobserved frames of the conditioning chunk repeat the last observed frame",
             "effective_conditioning": self.calls,  # per distinct call: padding, conditioned latents / frames
             "fps": self.fps,

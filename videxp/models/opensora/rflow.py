@@ -155,6 +155,14 @@ def guided_velocity(
     return u_all + image_gs * (u_text - u_all) + text_gs * (cond - u_text)
 
 
+def _fresh_noise(like: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
+    """Standard normal noise shaped like `like` [B, ...]: row b from generators[b] (global RNG if None)."""
+    if generators is None:
+        return torch.randn_like(like)
+    rows = [torch.randn(like.shape[1:], generator=g, device=g.device) for g in generators]
+    return torch.stack(rows).to(like.device, like.dtype)
+
+
 @torch.no_grad()
 def sample(
     model: VelocityFn,
@@ -164,36 +172,59 @@ def sample(
     width: float,
     num_frames: int,
     reference: torch.Tensor | None = None,  # [B, C, T, H, W] clean latents of the conditioned frames
-    cond_index: list[int] | None = None,  # latent frames conditioned on the reference
-    generators: list[torch.Generator] | None = None,  # one per row: the SDEdit noise of every step
+    cond_index: list[int] | None = None,  # v1.3 i2v / v2v: latent frames conditioned on the reference
+    generators: list[torch.Generator] | None = None,  # one per row: the fresh noise of every step
+    edit_mask: torch.Tensor | None = None,  # v1.2 x_mask path: [B, T] edit ratio per latent frame
 ) -> torch.Tensor:  # [B, C, T, H, W] clean latents
     """Euler integration of z' = v from t = 1000 (noise) to 0: z <- z + v * dt/1000, dt = t_i - t_{i+1}.
 
-    With `cond_index` and `use_sdedit`, the conditioned frames are replaced by the reference noised to the
-    current t (fresh noise each step, from `generators` when given) before every model call, as Open-Sora
-    does; `hold_condition` also sets them to the clean reference at the end."""
+    Two conditioning mechanisms, as Open-Sora's sampler:
+    - `cond_index` (v1.3 `mask_index`): three-way guidance; with `use_sdedit` the conditioned frames are
+      replaced by the reference noised to the current t (fresh noise each step) before every model call;
+      `hold_condition` also sets them to the clean reference at the end.
+    - `edit_mask` (v1.2 `x_mask`): frame f starts from the reference and is only regenerated once
+      t <= 1000 * edit_mask[f] (0 = kept exactly, 1 = generated from noise, between = partly re-noised).
+      The model gets `x_mask=` (True = being generated; False frames use the timestep-0 modulation) as a
+      keyword, and text-only guidance.
+    """
+    if cond_index and edit_mask is not None:
+        raise ValueError("use either cond_index (mask_index) or edit_mask (x_mask), not both")
+    if (cond_index or edit_mask is not None) and reference is None:
+        raise ValueError("cond_index / edit_mask need the reference latents")
     ts = timesteps(settings, height, width, num_frames)
     z = noise.clone()
+    B = z.shape[0]
     idx = None
     if cond_index:
-        if reference is None:
-            raise ValueError("cond_index needs the reference latents")
         idx = torch.tensor(sorted(set(cond_index)), dtype=torch.long, device=z.device)
         ref = reference.index_select(2, idx).to(z.dtype)  # [B, C, n, H, W]
-    B = z.shape[0]
+    if edit_mask is not None:
+        if edit_mask.shape != (B, z.shape[2]):
+            raise ValueError(f"edit_mask must be [B, T] = {(B, z.shape[2])}, got {tuple(edit_mask.shape)}")
+        edit = edit_mask.to(z.device, torch.float32) * NUM_TIMESTEPS  # [B, T]
+        ref_frames = (edit_mask.to(z.device) < 1)[:, None, :, None, None]  # start from the reference
+        z = torch.where(ref_frames, reference.to(z.dtype), z)
+        started = edit_mask.to(z.device) == 1  # frames already noise
     for i, t_now in enumerate(ts):
         t = torch.full((B,), t_now, device=z.device, dtype=torch.float32)
+        step_model = model
         if idx is not None and settings.use_sdedit:
-            if generators is None:
-                eps = torch.randn_like(ref)
-            else:
-                eps = torch.stack(
-                    [torch.randn(ref.shape[1:], generator=g, device=g.device) for g in generators]
-                )
-            z = z.index_copy(2, idx, add_noise(ref, eps.to(ref.device, ref.dtype), t))
-        v = guided_velocity(model, z, t, i, settings, conditioned=idx is not None)
+            z = z.index_copy(2, idx, add_noise(ref, _fresh_noise(ref, generators), t))
+        if edit_mask is not None:
+            active = edit >= t[:, None]  # [B, T] frames being generated at this t
+            x0 = z.clone()
+            start = (active & ~started)[:, None, :, None, None]  # frames noised to t now, once
+            z = torch.where(start, add_noise(x0, _fresh_noise(x0, generators), t), x0)
+            started = active
+
+            def step_model(z_, t_, mode, _active=active):
+                return model(z_, t_, mode, x_mask=_active)
+
+        v = guided_velocity(step_model, z, t, i, settings, conditioned=idx is not None)
         t_next = ts[i + 1] if i + 1 < len(ts) else 0.0
         z = z + v.to(z.dtype) * ((t_now - t_next) / NUM_TIMESTEPS)
+        if edit_mask is not None:
+            z = torch.where(active[:, None, :, None, None], z, x0)  # frames not yet generated stay put
     if idx is not None and settings.hold_condition:
         z = z.index_copy(2, idx, ref)
     return z
