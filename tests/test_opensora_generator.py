@@ -187,3 +187,18 @@ def test_x_mask_mechanism_holds_the_observed_latents_with_t0_modulation(monkeypa
     assert "mask_index" not in calls[0]
     with pytest.raises(ValueError, match="mechanism"):
         OpenSoraModule(size="tiny", max_frames=49, sampling={"mechanism": "edit"}).generator()
+
+
+@pytest.mark.parametrize(("n_obs", "n_target"), [(1, 16), (20, 12), (33, 16)])
+def test_reference_latents_encode_only_the_conditioned_chunks(module, n_obs, n_target):
+    gen = module.generator()
+    frames = head(2, n_obs)
+    p = gen.plan(n_obs, n_target)
+    ref = gen.reference_latents(frames, p, (32, 32))
+    full = torch.cat([frames, frames[:, -1:].expand(-1, p.model_frames - n_obs, -1, -1, -1)], 1)
+    whole = module.vae.encode(full.permute(0, 2, 1, 3, 4), sample=False)  # every chunk, as a check
+    k = p.conditioned_latents
+    assert torch.allclose(ref[:, :, k], whole[:, :, k], atol=1e-5)
+    assert ref[:, :, len(k) :].eq(0).all()
+    out = gen.generate(frames, list(range(n_obs)), list(range(n_obs, n_obs + n_target)), {}, [0])
+    assert out.shape == (1, n_target, 3, 32, 32)

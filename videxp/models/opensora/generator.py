@@ -147,6 +147,34 @@ class OpenSoraGenerator(Generator):
             )
         return y, mask, table[None, None].expand(y.shape[0], 1, -1, -1)
 
+    def reference_latents(
+        self, frames: torch.Tensor, p: ConditionPlan, size: tuple[int, int]
+    ) -> torch.Tensor:
+        """Latents [B, 16, t, h/8, w/8] holding the observed frames' encoding on the conditioned latents (zero
+        elsewhere). Only the micro-chunks holding conditioned latents are encoded (chunks are encoded
+        independently, so their latents equal those of the whole clip); the frames of those chunks after
+        the observed ones repeat the last observed frame (a latent's value depends on its whole chunk)."""
+        B = frames.shape[0]
+        h, w = size
+        f = self.vae.config.space_factor
+        ref = frames.new_zeros(
+            B, self.vae.config.z_channels, p.latent_frames, h // f, w // f, dtype=torch.float32
+        )
+        k = len(p.conditioned_latents)
+        if not k:
+            return ref
+        per_chunk = self.vae.latent_frames(self.micro)  # 5 latents per 17-frame chunk
+        n_frames = (self.micro - 1) * -(-k // per_chunk) + 1  # whole chunks up to the last conditioned latent
+        head = resize_frames(frames[:, :n_frames].float(), (h, w)).expand(
+            -1, -1, 3, -1, -1
+        )  # [B, <=n, 3, h, w]
+        fill = head[:, -1:].expand(-1, n_frames - head.shape[1], -1, -1, -1)
+        clip = torch.cat([head, fill], 1).permute(0, 2, 1, 3, 4)  # [B, 3, n_frames, h, w]
+        vae_dtype = next(self.vae.parameters()).dtype
+        enc = self.vae.encode(clip.to(vae_dtype), sample=False).float()  # [B, 16, 5 * chunks, h/8, w/8]
+        ref[:, :, :k] = enc[:, :, :k]
+        return ref
+
     @torch.no_grad()
     def generate(self, frames, observed, target, cond, seeds):
         self._check_request(frames, observed, target, seeds)
@@ -156,18 +184,8 @@ class OpenSoraGenerator(Generator):
         p = self.plan(n_obs, len(target))
         h, w = model_frame_size(self.sampling, H, W)
         dev = next(self.stdit.parameters()).device
-        vae_dtype = next(self.vae.parameters()).dtype
 
-        clip = torch.zeros(B, p.model_frames, 3, h, w, device=dev)  # [B, T, 3, h, w]
-        if n_obs:
-            head = resize_frames(frames.to(dev).float(), (h, w)).expand(
-                -1, -1, 3, -1, -1
-            )  # [B, n_obs, 3, h, w]
-            clip[:, :n_obs] = head
-            clip[:, n_obs:] = head[:, -1:]  # fill: only the conditioned latents' values are used
-        ref = self.vae.encode(
-            clip.permute(0, 2, 1, 3, 4).to(vae_dtype), sample=False
-        ).float()  # [B, 16, t, h', w']
+        ref = self.reference_latents(frames.to(dev), p, (h, w))  # [B, 16, t, h/8, w/8]
         index = p.conditioned_latents
         cond_lat, cond_mask = condition_tensors(ref, index)
         gens = row_generators(seeds)  # row b: its initial noise, then its SDEdit noise of every step
@@ -203,6 +221,7 @@ class OpenSoraGenerator(Generator):
             generators=gens,
             edit_mask=edit_mask,
         )  # [B, 16, t, h', w']
+        vae_dtype = next(self.vae.parameters()).dtype
         video = self.vae.decode(z.to(vae_dtype), num_frames=p.model_frames).float()  # [B, 3, T, h, w]
         video = video.permute(0, 2, 1, 3, 4)[:, n_obs : n_obs + len(target)]  # [B, m, 3, h, w]
         video = resize_frames(video, (H, W))  # [B, m, 3, H, W]
