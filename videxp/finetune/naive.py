@@ -38,12 +38,13 @@ def state_checksum(module: torch.nn.Module) -> str:
 
 
 class BaseWeights:
-    """The module's state dict held in memory (what `state_dict()` returns: the LoRA only for LoRA modules),
-    restored exactly before each video's fine-tuning, never reloaded from disk."""
+    """The module's state dict held in host memory (what `state_dict()` returns: the LoRA only for LoRA
+    modules, the trained network only for Open-Sora), restored exactly before each video's fine-tuning, never
+    reloaded from disk. Held on the CPU so a large model's copy does not take accelerator memory."""
 
     def __init__(self, module: torch.nn.Module):
         self.module = module
-        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
         self.checksum = state_checksum(module)
 
     @torch.no_grad()
