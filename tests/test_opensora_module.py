@@ -115,6 +115,16 @@ def test_clip_latent_cache_encodes_once_and_changes_nothing(monkeypatch):
     assert len(calls) == 2
 
 
+def test_caption_dropout_is_only_the_configured_one():
+    m = OpenSoraModule(size="tiny", max_frames=49).train()
+    video = clip(17)["video"]
+    base = m.flow_loss(video, [PROMPT], torch.Generator().manual_seed(0))
+    m.stdit.y_embedder.dropout_prob = 1.0  # the XL network's own class_dropout_prob (0.1) never fires
+    assert torch.equal(m.flow_loss(video, [PROMPT], torch.Generator().manual_seed(0)), base)
+    m.training_cfg["text_dropout"] = 1.0  # videxp's option does
+    assert not torch.equal(m.flow_loss(video, [PROMPT], torch.Generator().manual_seed(0)), base)
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for ckpt in (False, True):

@@ -46,7 +46,7 @@ DEFAULT_TRAINING = {
     "condition_frames": 17,  # v2v_head: observed pixel frames; conditions the latents standing only for them
     "timestep_sampling": "logit-normal",  # logit-normal | uniform
     "use_timestep_transform": True,  # warp training timesteps like sampling's
-    "text_dropout": 0.0,  # probability of the null caption per clip (Open-Sora's class_dropout_prob: 0.1)
+    "text_dropout": 0.0,  # null-caption probability per clip; replaces the network's class_dropout_prob
     "drop_condition": None,  # {keep, cond, text, null: probability}: one draw per step (null = always keep)
     "x_cond_weight": 1.0,  # loss weight of the conditioned latents (the others rescaled to keep the sum)
     "prompt": None,  # caption for clips without a dataset prompt
@@ -243,6 +243,7 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         return weights
 
     def cond_index(self, num_latents: int) -> list[int]:
+        """The latents conditioned while training (`training.cond_type`; v2v_head: as at sampling time)."""
         t = self.training_cfg
         if t["cond_type"] == "v2v_head":
             k = head_latents(int(t["condition_frames"]), self.vae.config.micro_frame_size)
@@ -284,7 +285,7 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
             fps=self.fps,
             height=float(h),
             width=float(w),
-            force_drop_ids=drop.to(x0.device) if drop.any() else None,
+            force_drop_ids=drop.to(x0.device),  # always given: the network's own random dropout never fires
             **kw,
         )[:, : x0.shape[1]].float()  # [B, 16, t, h', w']
         per_frame = (pred - rflow.velocity_target(x0, noise)).pow(2).mean(dim=(0, 1, 3, 4))  # [t]
