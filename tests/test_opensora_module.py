@@ -116,9 +116,9 @@ def test_clip_latent_cache_encodes_once_and_changes_nothing(monkeypatch):
 
 
 def test_caption_dropout_is_only_the_configured_one():
-    m = OpenSoraModule(size="tiny", max_frames=49).train()
+    m = OpenSoraModule(size="tiny", max_frames=49, training={"condition_frames": 8}).train()
     mix_weights(m.stdit)  # a fresh STDiT3 outputs zeros whatever the caption
-    video = clip(17)["video"]
+    video = clip(17)["video"]  # latents 2..4 are not conditioned: they read the caption
     base = m.flow_loss(video, [PROMPT], torch.Generator().manual_seed(0))
     m.stdit.y_embedder.dropout_prob = 1.0  # the XL network's own class_dropout_prob (0.1) never fires
     assert torch.equal(m.flow_loss(video, [PROMPT], torch.Generator().manual_seed(0)), base)
