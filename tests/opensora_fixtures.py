@@ -9,7 +9,7 @@ from river_fixtures import rule_state_dict
 
 OPENSORA_DATA = Path(__file__).resolve().parent / "data" / "opensora"
 
-__all__ = ["OPENSORA_DATA", "load_fixture", "mix_weights", "rule_state_dict"]
+__all__ = ["OPENSORA_DATA", "load_fixture", "mix_weights", "rule_state_dict", "spy_forward"]
 
 
 def load_fixture(name: str) -> dict:
@@ -30,3 +30,16 @@ def mix_weights(stdit, std: float = 0.3, seed: int = 1) -> None:
         for name, p in stdit.named_parameters():
             if p.is_floating_point() and p.abs().sum() == 0 and ".lora_" not in name:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
+
+
+def spy_forward(stdit, monkeypatch) -> list[dict]:
+    """Record the keyword arguments of every STDiT3 forward call (x and timestep too) and run it."""
+    calls: list[dict] = []
+    forward = stdit.forward
+
+    def spy(x, timestep, y, **kw):
+        calls.append({"x": x, "t": timestep, **kw})
+        return forward(x, timestep, y, **kw)
+
+    monkeypatch.setattr(stdit, "forward", spy)
+    return calls

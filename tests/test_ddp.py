@@ -131,17 +131,21 @@ def test_ddp_train_two_cpu_processes_then_resume_on_one(tmp_path):
         "callbacks.last_checkpoint.every_n_train_steps=2",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per rank
+
     # no run_name: rank 1's relaunched command must still land in rank 0's ${now:}-named run dir
-    ddp = [*common, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=4"]
-    out = subprocess.run(
-        [sys.executable, "-m", "videxp.train", *ddp],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
+    def train(*overrides: str) -> subprocess.CompletedProcess:
+        out = subprocess.run(
+            [sys.executable, "-m", "videxp.train", *common, *overrides],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-4000:]
+        return out
+
+    out = train("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_steps=4")
     runs = list((tmp_path / "outputs" / "train").iterdir())
     assert len(runs) == 1, runs  # both ranks wrote into one run dir
     run = runs[0]
@@ -151,16 +155,7 @@ def test_ddp_train_two_cpu_processes_then_resume_on_one(tmp_path):
     assert "val/psnr" in metrics and "val/ssim" in metrics
     assert out.stdout.count("(step 4)") == 2  # both ranks finished at the same step
 
-    resume = [*common, f"run_name={run.name}", "trainer=cpu", "trainer.max_steps=6"]
-    out = subprocess.run(
-        [sys.executable, "-m", "videxp.train", *resume],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-4000:]
+    out = train(f"run_name={run.name}", "trainer=cpu", "trainer.max_steps=6")
     assert "(step 6)" in out.stdout
     assert _last_step(run) == 6
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_cfg
-from opensora_fixtures import mix_weights
+from opensora_fixtures import mix_weights, spy_forward
 
 from videxp import sample
 from videxp.models.opensora.generator import model_frame_size
@@ -29,6 +29,13 @@ def module():
     return mixing_module()
 
 
+def filled(frames: torch.Tensor, total: int) -> torch.Tensor:
+    """[1, n, 3, H, W] observed frames -> the clip [1, 3, total, H, W] the adapter encodes: the observed
+    frames, then the last one repeated."""
+    fill = frames[:, -1:].expand(-1, total - frames.shape[1], -1, -1, -1)
+    return torch.cat([frames, fill], 1).permute(0, 2, 1, 3, 4)
+
+
 def head(seed: int, n: int = 8) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(1, n, 3, 32, 32, generator=g) * 2 - 1  # [1, n, 3, 32, 32]
@@ -37,16 +44,8 @@ def head(seed: int, n: int = 8) -> torch.Tensor:
 def test_the_model_is_conditioned_on_the_latents_of_the_observed_frames(module, monkeypatch):
     frames = head(0)
     # what the adapter conditions on: the observed frames, the rest of their chunk filled with frame 7
-    clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
-    ref = module.vae.encode(clip, sample=False)  # [1, 16, 15, 4, 4]
-    calls = []
-    forward = module.stdit.forward
-
-    def spy(x, timestep, y, **kw):
-        calls.append(kw)
-        return forward(x, timestep, y, **kw)
-
-    monkeypatch.setattr(module.stdit, "forward", spy)
+    ref = module.vae.encode(filled(frames, 49), sample=False)  # [1, 16, 15, 4, 4]
+    calls = spy_forward(module.stdit, monkeypatch)
     out = module.generator().generate(frames, list(range(8)), list(range(8, 45)), {"prompt": None}, [3])
     assert out.shape == (1, 37, 3, 32, 32) and out.abs().max() <= 1
     assert len(calls) == 3 * SAMPLING["steps"]  # cond, uncond_text, uncond_all per step
@@ -65,8 +64,7 @@ def test_hold_condition_ends_on_the_observed_latents(monkeypatch):
     m = mixing_module()
     m.sampling = {**m.sampling, "hold_condition": True}
     frames = head(0)
-    clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
-    ref = m.vae.encode(clip, sample=False)
+    ref = m.vae.encode(filled(frames, 49), sample=False)
     z = latents_of(m, monkeypatch, frames, 3)
     assert torch.allclose(z[:, :, :2], ref[:, :, :2], atol=1e-6)
     assert not torch.allclose(z[:, :, 2:], ref[:, :, 2:], atol=1e-2)
@@ -169,17 +167,9 @@ def test_videxp_sample_autoreg_chunks_and_records_the_conditioning(tmp_path):
 def test_x_mask_mechanism_holds_the_observed_latents_with_t0_modulation(monkeypatch):
     m = mixing_module()
     m.sampling = {**m.sampling, "mechanism": "x_mask"}
-    calls = []
-    forward = m.stdit.forward
-
-    def spy(x, timestep, y, **kw):
-        calls.append(kw)
-        return forward(x, timestep, y, **kw)
-
-    monkeypatch.setattr(m.stdit, "forward", spy)
+    calls = spy_forward(m.stdit, monkeypatch)
     frames = head(0)
-    clip = torch.cat([frames, frames[:, -1:].expand(-1, 41, -1, -1, -1)], 1).permute(0, 2, 1, 3, 4)
-    ref = m.vae.encode(clip, sample=False)
+    ref = m.vae.encode(filled(frames, 49), sample=False)
     z = latents_of(m, monkeypatch, frames, 3)
     assert torch.allclose(z[:, :, :2], ref[:, :, :2], atol=1e-6)  # edit ratio 0: kept
     x_mask = calls[0]["x_mask"]
@@ -195,8 +185,7 @@ def test_reference_latents_encode_only_the_conditioned_chunks(module, n_obs, n_t
     frames = head(2, n_obs)
     p = gen.plan(n_obs, n_target)
     ref = gen.reference_latents(frames, p, (32, 32))
-    full = torch.cat([frames, frames[:, -1:].expand(-1, p.model_frames - n_obs, -1, -1, -1)], 1)
-    whole = module.vae.encode(full.permute(0, 2, 1, 3, 4), sample=False)  # every chunk, as a check
+    whole = module.vae.encode(filled(frames, p.model_frames), sample=False)  # every chunk, as a check
     k = p.conditioned_latents
     assert torch.allclose(ref[:, :, k], whole[:, :, k], atol=1e-5)
     assert ref[:, :, len(k) :].eq(0).all()

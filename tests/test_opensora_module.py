@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose_cfg
-from opensora_fixtures import mix_weights
+from opensora_fixtures import mix_weights, spy_forward
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
@@ -39,21 +39,9 @@ def fit(module: L.LightningModule, steps: int = 2, **trainer_kw) -> L.Trainer:
     return trainer
 
 
-def spy_forward(module: OpenSoraModule, monkeypatch) -> list[dict]:
-    calls = []
-    forward = module.stdit.forward
-
-    def spy(x, timestep, y, **kw):
-        calls.append({"x": x, "t": timestep, **kw})
-        return forward(x, timestep, y, **kw)
-
-    monkeypatch.setattr(module.stdit, "forward", spy)
-    return calls
-
-
 def test_training_step_uses_the_v2v_head_mask_of_the_observed_frames(monkeypatch):
     m = OpenSoraModule(size="tiny", max_frames=49, training={"condition_frames": 8})
-    calls = spy_forward(m, monkeypatch)
+    calls = spy_forward(m.stdit, monkeypatch)
     loss = m.flow_loss(clip()["video"], [PROMPT], torch.Generator().manual_seed(0))
     loss.backward()
     kw = calls[0]
@@ -83,7 +71,7 @@ def test_latents_of_padding_only_get_no_loss():
 def test_drop_condition_and_x_cond_weight(monkeypatch):
     m = OpenSoraModule(size="tiny", max_frames=49, training={"condition_frames": 8})
     m.training_cfg["drop_condition"] = {"null": 1.0}  # neither caption nor condition latents
-    calls = spy_forward(m, monkeypatch)
+    calls = spy_forward(m.stdit, monkeypatch)
     m.flow_loss(clip()["video"], [PROMPT], torch.Generator().manual_seed(0))
     kw = calls[0]
     assert kw["cond"].eq(0).all() and kw["cond_mask"][:, :, :2].eq(1).all() and kw["mask_index"] == [0, 1]

@@ -14,7 +14,8 @@ class SavesTrainedOnly:
     those, with an error naming `describe_saved()`."""
 
     def saved_keys(self) -> set[str]:
-        raise NotImplementedError
+        """The state_dict keys that are trained and saved; every class using the mixin defines it."""
+        raise NotImplementedError(f"{type(self).__name__} must define saved_keys() to use SavesTrainedOnly")
 
     def describe_saved(self) -> str:
         """What the saved keys are, for error messages (e.g. "LoRA rank 16 on ...")."""

@@ -80,7 +80,10 @@ class STDiT3Config:
         if self.kernel_size is None and self.use_spatial_rope:
             raise ValueError("use_spatial_rope needs kernel_size (the 3-D RoPE)")
         if self.enable_sequence_parallelism:
-            raise NotImplementedError("enable_sequence_parallelism is not supported by this implementation")
+            raise NotImplementedError(
+                "enable_sequence_parallelism (Open-Sora's ColossalAI sequence parallelism) is not offered: "
+                "videxp runs one STDiT3 per rank; shard large runs with trainer=fsdp"
+            )
 
     @property
     def out_channels(self) -> int:
