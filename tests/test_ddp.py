@@ -93,7 +93,9 @@ def test_merge_helpers_and_sample_metrics_over_two_ranks(tmp_path):
     expected = single.compute()
     one_pass = FeatureStats().update(np.concatenate([_features(r) for r in range(WORLD)]))
     logged_single = _sample_metrics_values(1, 0)
-    assert set(logged_single) == {"val/psnr", "val/ssim"}
+    assert set(logged_single) == {
+        f"val/{m}{b}" for m in ("psnr", "ssim") for b in ("", "_repeat_last", "_blank")
+    }  # the model, and the baselines on the same frames
 
     for rank, res in enumerate(results):
         assert res["psnr"]["value"] == expected["value"]

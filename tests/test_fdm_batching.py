@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from videxp.models.fdm.batching import build_training_batch, sample_masks, sample_some_indices
+from videxp.models.fdm.batching import (
+    build_training_batch,
+    build_window_batch,
+    sample_masks,
+    sample_some_indices,
+)
 from videxp.utils.seeding import torch_generator
 
 
@@ -51,3 +57,19 @@ def test_same_generator_seed_same_batch():
     a = build_training_batch(videos, 6, torch_generator(5))
     b = build_training_batch(videos, 6, torch_generator(5))
     assert torch.equal(a.frames, b.frames) and torch.equal(a.obs_mask, b.obs_mask)
+
+
+def test_window_batches_follow_the_autoreg_pattern():
+    """training_masks=autoregressive: K consecutive frames of the row's own video, the first n observed."""
+    videos = torch.arange(3 * 12, dtype=torch.float32).view(3, 12, 1, 1, 1).expand(3, 12, 3, 2, 2)
+    tb = build_window_batch(videos, 5, (2, 4), torch_generator(0))
+    assert tb.frames.shape == (3, 5, 3, 2, 2)
+    for b in range(3):
+        idx = tb.frame_indices[b]
+        assert torch.equal(idx, idx[0] + torch.arange(5)) and 0 <= idx[0] <= 7
+        assert torch.equal(tb.frames[b, :, 0, 0, 0], videos[b, idx, 0, 0, 0])  # no frames of other videos
+        n = int(tb.obs_mask[b].sum())
+        assert 2 <= n <= 4 and torch.equal(tb.obs_mask[b], (torch.arange(5) < n).float())
+    assert torch.equal(tb.latent_mask, 1 - tb.obs_mask)
+    with pytest.raises(ValueError, match="max_frames"):
+        build_window_batch(videos, 5, (1, 5), torch_generator(0))

@@ -323,3 +323,72 @@ def test_oracle_denoiser_recovers_its_target(kw):
     out = d.sample(oracle, x0.shape, x0, obs, generators=gens(1, 2), **kw)
     latent = obs == 0
     assert torch.allclose(out[latent], target[latent], atol=2e-3)
+
+
+# ----------------------------------------------------------------------------- x0 / v targets (videxp)
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_prediction_targets_invert_exactly(prediction):
+    """The training target of each parameterisation maps back to the same (x0, eps) at every step."""
+    d = GaussianDiffusion(1000, "cosine", prediction=prediction)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 2, 3, 4, 4, generator=g) * 2 - 1
+    eps = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([0, 300, 700, 999])
+    x_t = d.q_sample(x0, t, eps)
+    got_x0, got_eps = d.split_prediction(d.base, d.target(x0, eps, t), x_t, t)
+    # x0 from an eps prediction divides by sqrt(abar) (tiny at t = 999): compare where it is well conditioned
+    rows = slice(0, 3) if prediction == "eps" else slice(None)
+    torch.testing.assert_close(got_x0[rows], x0[rows], atol=1e-4, rtol=0)
+    rows = (
+        slice(1, 4) if prediction == "x0" else slice(None)
+    )  # eps from x0 divides by sqrt(1 - abar), 0 at t = 0
+    torch.testing.assert_close(got_eps[rows], eps[rows], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+@pytest.mark.parametrize("kw", [dict(timestep_respacing="25"), dict(timestep_respacing="10", use_ddim=True)])
+def test_oracle_x0_and_v_predictions_recover_their_target(prediction, kw):
+    """The sampler reads x0 / v outputs correctly: the exact prediction of a fixed video ends on that video
+    (and an x0 output read as eps does not; v is close to eps at the last, low-noise steps)."""
+    d = GaussianDiffusion(1000, "cosine", prediction=prediction)
+    x0, obs = _cond()
+    target = torch.rand_like(x0) * 1.6 - 0.8
+    abar = torch.from_numpy(d.base.alphas_cumprod).float()
+
+    def oracle(x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
+        a = abar[t_model.round().long()].view(-1, *[1] * (x_t.ndim - 1))
+        eps = (x_t - a.sqrt() * target) / (1 - a).sqrt()
+        return target if prediction == "x0" else a.sqrt() * eps - (1 - a).sqrt() * target
+
+    out = d.sample(oracle, x0.shape, x0, obs, generators=gens(1, 2), **kw)
+    latent = obs == 0
+    assert torch.allclose(out[latent], target[latent], atol=2e-3)
+    if prediction == "x0":
+        misread = GaussianDiffusion(1000, "cosine").sample(
+            oracle, x0.shape, x0, obs, generators=gens(1, 2), **kw
+        )
+        assert not torch.allclose(misread[latent], target[latent], atol=0.1)
+
+
+def test_min_snr_weights_and_timestep_sampling():
+    t = torch.tensor([10, 500, 990])
+    for prediction, unit in (("x0", lambda s: 1.0), ("eps", lambda s: s), ("v", lambda s: s + 1)):
+        d = GaussianDiffusion(
+            1000, "cosine", prediction=prediction, loss_weighting="min_snr", min_snr_gamma=5
+        )
+        abar = torch.from_numpy(d.base.alphas_cumprod[t.numpy()])
+        snr = abar / (1 - abar)
+        # weight x (target MSE in x0 units) = min(SNR, 5) x x0-MSE
+        torch.testing.assert_close(d.loss_weight(t).double() * unit(snr), snr.clamp(max=5), rtol=1e-5, atol=0)
+    assert torch.equal(GaussianDiffusion(1000).loss_weight(t), torch.ones(3))
+
+    g = torch.Generator().manual_seed(0)
+    uniform = GaussianDiffusion(1000).sample_timesteps(4, g)
+    assert torch.equal(uniform, torch.randint(0, 1000, (4,), generator=torch.Generator().manual_seed(0)))
+    high = GaussianDiffusion(1000, timestep_sampling="logit_normal", logit_mean=1.0).sample_timesteps(
+        20000, g
+    )
+    assert high.min() >= 0 and high.max() <= 999
+    assert (high > 500).float().mean().item() == pytest.approx(0.8413, abs=0.01)  # P(n > -1) for m = 1
+    with pytest.raises(ValueError, match="prediction"):
+        GaussianDiffusion(prediction="score")

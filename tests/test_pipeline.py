@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ROOT, TINY, compose_cfg
+from PIL import Image
 
 from videxp import evaluate, sample, train
 from videxp.video import to_uint8
@@ -51,6 +52,13 @@ def test_train_writes_checkpoints_and_validation_metrics(trained):
     rows = read_csv(run_dir / "csv" / "version_0" / "metrics.csv")
     psnr = [float(r["val/psnr"]) for r in rows if r.get("val/psnr")]
     assert len(psnr) == 2 and all(0 < p < 100 for p in psnr)
+    # the baselines are logged beside the model, and the learning curves drawn from the same numbers
+    for key in ("val/psnr_repeat_last", "val/psnr_blank", "val/ssim_repeat_last", "val/ssim_blank"):
+        assert len([r for r in rows if r.get(key)]) == 2, key
+    assert (run_dir / "curves.png").stat().st_size > 0
+    curves = next(c for c in trainer.callbacks if type(c).__name__ == "LearningCurves")
+    assert [v["step"] for v in curves.val] == [3, 6] and curves.val[-1]["val/psnr"] == pytest.approx(psnr[-1])
+    assert len(curves.train) == 6  # log_every_n_steps=1: one loss point per step
 
 
 def test_sample_then_evaluate(trained, tmp_path):
@@ -69,6 +77,10 @@ def test_sample_then_evaluate(trained, tmp_path):
     assert manifest["checkpoint"].endswith("last.ckpt") and len(manifest["samples"]) == 8
     assert {"git", "packages", "device"} <= set(manifest["provenance"])
     assert (out / "schedule.png").stat().st_size > 0 and list((out / "videos").glob("grid_*.gif"))
+    still = np.asarray(
+        Image.open(next((out / "videos").glob("grid_*.png")))
+    )  # 4 videos x (truth + 2 samples)
+    assert still.shape[0] > still.shape[1] / 8 and still.shape[2] == 3
 
     # observed frames come out of sampling unchanged; generated ones are new
     cfg = compose_cfg("sample", TINY, tmp_path)

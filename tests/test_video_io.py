@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from videxp.utils.io import write_json
 from videxp.video import (
     VideoError,
     check_video,
@@ -20,6 +21,7 @@ from videxp.video import (
     to_float,
     to_uint8,
     video_info,
+    write_filmstrip,
     write_grid,
     write_video,
 )
@@ -317,3 +319,20 @@ def test_write_grid_with_labels(tmp_path, name):
     assert out.shape == grid.shape and out.shape[0] == 5
     assert out.shape[1] % 2 == 0 and out.shape[2] % 2 == 0
     assert out.shape[2] > 3 * 16 + 4 * 2  # label strip added on the left
+
+
+def test_write_filmstrip_lays_frames_out_left_to_right(tmp_path):
+    a = np.stack([np.full((4, 6, 3), 10 * t, np.uint8) for t in range(5)])  # [T=5, H=4, W=6, 3]
+    b = np.full((5, 4, 6, 3), 200, np.uint8)
+    still = write_filmstrip(tmp_path / "s.png", [a, b], scale=2, pad=1, frames=[0, 3, 4])
+    assert still.shape == (2 * (2 * 4 + 3), 2 * (3 * 6 + 4), 3)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png")), still)
+    y, x = 2 * 1, 2 * (1 + 6 + 1)  # row 0, second column = frame 3 of a
+    assert (still[y : y + 8, x : x + 12] == 30).all()
+    assert (still[2 * (4 + 2) : 2 * (4 + 2) + 8, 2:14] == 200).all()  # row 1 = b
+
+
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "b.json").write_text("{}")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777

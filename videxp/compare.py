@@ -44,6 +44,20 @@ def _results(doc: dict[str, Any], file: Path) -> dict[str, dict[str, Any]]:
     return results
 
 
+def baseline_values(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{baseline: {metric: value}} of a metrics.json with baselines (`repeat_last`, `blank`), else {}."""
+    found = {}
+    for name, scores in (doc.get("baselines") or {}).items():
+        if name == "settings" or not isinstance(scores, dict):
+            continue
+        values = {
+            m: r["value"] for m, r in scores.items() if isinstance(r, dict) and r.get("value") is not None
+        }
+        if values:
+            found[name] = values
+    return found
+
+
 def discover(path: str | Path) -> list[Path]:
     """The metrics.json files a path stands for: the file, the folder's own, or every one below a folder
     without its own (a multirun sweep, a benchmark evaluation), sorted; hidden folders are skipped."""
@@ -197,8 +211,21 @@ def _fmt(value: float | None, sem: float | None) -> str:
     return s
 
 
+def baseline_rows(comp: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Table rows for the runs' baselines: `<baseline> (baseline)` when every run that has them scored the
+    same values (one test set), else `<run> · <baseline>`; each row {metric: value}."""
+    per_run = {run: b for run, b in (comp.get("baselines") or {}).items() if b}
+    if not per_run:
+        return {}
+    distinct = {json.dumps(b, sort_keys=True) for b in per_run.values()}
+    if len(distinct) == 1:
+        return {f"{name} (baseline)": values for name, values in next(iter(per_run.values())).items()}
+    return {f"{run} · {name}": values for run, b in per_run.items() for name, values in b.items()}
+
+
 def to_markdown(comp: dict[str, Any], sources: dict[str, str]) -> str:
-    """Markdown table: one row per run, one column per metric; the best value per metric in bold with ★."""
+    """Markdown table: one row per run, one column per metric; the best value per metric in bold with ★;
+    then the trivial baselines in italics (never ranked)."""
     metrics = comp["metrics"]
     header = "| run | " + " | ".join(
         f"{m} {'↑' if row['higher_is_better'] else '↓'}" for m, row in metrics.items()
@@ -213,10 +240,16 @@ def to_markdown(comp: dict[str, Any], sources: dict[str, str]) -> str:
             cell = _fmt(row["values"][run], row["sem"].get(run))
             cells.append(f"**{cell}** ★" if row["best"] == run else cell)
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    for label, values in baseline_rows(comp).items():
+        cells = [f"*{values[m]:.4g}*" if m in values else "—" for m in metrics]
+        lines.append(f"| *{label}* | " + " | ".join(cells) + " |")
     lines.append("")
     if comp["summary"]:
         lines += [comp["summary"], ""]
-    lines += ["★ best per metric (↑ higher is better, ↓ lower is better).", "", "Sources:", ""]
+    lines += ["★ best per metric (↑ higher is better, ↓ lower is better).", ""]
+    if baseline_rows(comp):
+        lines += ["*Italic rows*: trivial predictors scored on the same frames (not ranked).", ""]
+    lines += ["Sources:", ""]
     for run, src in sources.items():
         files = src if isinstance(src, list) else [src]
         seeds = f" ({len(files)} seeds, mean ± s.e.)" if len(files) > 1 else ""
@@ -323,6 +356,7 @@ def run(
     comp["sources"] = {name: [str(files[i].resolve()) for i in idx] for name, idx in groups.items()}
     comp["overrides"] = {name: run_overrides(files[idx[0]]) for name, idx in groups.items()}
     comp["n_seeds"] = {name: len(idx) for name, idx in groups.items()}
+    comp["baselines"] = {name: baseline_values(docs[idx[0]]) for name, idx in groups.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "comparison.json", comp)

@@ -10,10 +10,29 @@ import time
 from pathlib import Path
 
 
-def _run(entry: str, *overrides: str) -> None:
-    cmd = [sys.executable, "-m", f"videxp.{entry}", *overrides]
-    print("$ " + " ".join(["videxp-" + entry, *overrides]), flush=True)
-    subprocess.run(cmd, check=True)
+def _run(step: str, entry: str, *overrides: str) -> float:
+    """Run `videxp-<entry>` with the overrides in a fresh process; returns its wall time in seconds."""
+    print(f"\n[{step}] $ " + " ".join(["videxp-" + entry, *overrides]), flush=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", f"videxp.{entry}", *overrides], check=True)
+    return time.perf_counter() - start
+
+
+def summary(report: dict) -> str:
+    """The result table: each metric of the model beside the trivial baselines scored on the same frames."""
+    baselines = [b for b in report.get("baselines", {}) if b != "settings"]
+    lines = [f"  {'metric':<8} {'model':>10}" + "".join(f" {b:>12}" for b in baselines)]
+    for name, result in report.items():
+        if isinstance(result, dict) and "value" in result:
+            cells = "".join(
+                f" {report['baselines'][b].get(name, {}).get('value', float('nan')):>12.4f}"
+                for b in baselines
+            )
+            lines.append(f"  {name:<8} {result['value']:>10.4f}{cells}")
+    blank = report.get("baselines", {}).get("settings", {}).get("blank")
+    if blank:
+        lines.append(f"  (repeat_last: the last observed frame repeated; blank: {blank})")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,23 +44,23 @@ def main(argv: list[str] | None = None) -> None:
     train_dir = Path("outputs/train") / args.run_name
     sample_dir = Path("outputs/sample") / args.run_name
     eval_dir = Path("outputs/evaluate") / args.run_name
-    _run("train", *common)
-    _run("sample", *common, f"ckpt_path={train_dir}")
-    _run("evaluate", *common, f"eval_dir={sample_dir / 'samples'}")
-    grids = sorted((sample_dir / "videos").glob("grid_*"))
-    print("\nvidexp demo finished")
+    seconds = {
+        "train": _run("1/3 train", "train", *common),
+        "sample": _run("2/3 sample", "sample", *common, f"ckpt_path={train_dir}"),
+        "evaluate": _run("3/3 evaluate", "evaluate", *common, f"eval_dir={sample_dir / 'samples'}"),
+    }
+    grids = sorted((sample_dir / "videos").glob("grid_*.gif"))
+    report = json.loads((eval_dir / "metrics.json").read_text())
+    print("\nvidexp demo finished in " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    print(f"  curves      : {train_dir / 'curves.png'}  (loss and sampled validation PSNR/SSIM vs step)")
     print(f"  checkpoints : {train_dir / 'checkpoints'}")
     print(f"  samples     : {sample_dir / 'samples'}")
-    print(
-        f"  grid        : {grids[0] if grids else '(none)'}   (rows: videos; columns: ground truth, samples)"
-    )
-    print(f"  schedule    : {sample_dir / 'schedule.png'}")
+    if grids:
+        print(f"  grid        : {grids[0]}  (rows: videos; columns: ground truth, samples)")
+        print(f"                {grids[0].with_suffix('.png')}  (a still: a row per video, frames →)")
     print(f"  metrics     : {eval_dir / 'metrics.json'}  (+ per_frame.csv, per_frame.png)\n")
-    report = json.loads((eval_dir / "metrics.json").read_text())
-    print(f"  {'metric':<8} {'value':>10}  frames {report['scored_frames']}, {report['num_files']} samples")
-    for name, result in report.items():
-        if isinstance(result, dict) and "value" in result:
-            print(f"  {name:<8} {result['value']:>10.4f}")
+    print(f"  frames {report['scored_frames']} of {report['num_files']} samples:")
+    print(summary(report) + "\n")
 
 
 if __name__ == "__main__":

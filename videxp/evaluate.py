@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from videxp.inference.loop import MANIFEST
 from videxp.metrics import Metric, format_table, write_report
+from videxp.metrics.baselines import baselines_for
 from videxp.metrics.folders import folder_identity, list_videos, pair_folders
 from videxp.models.loading import device_from
 from videxp.utils.io import write_json
@@ -160,6 +161,7 @@ def run_samples(
     device = device_from(cfg.device)
     dataset = instantiate(OmegaConf.create(manifest["dataset"])).dataset(manifest["split"])
     T = int(manifest["inference"]["video_length"])
+    baselines = baselines_for(cfg.evaluate, metrics, int(manifest["inference"]["obs_length"]))
     for metric in metrics.values():
         if hasattr(metric, "set_reference_identity"):
             metric.set_reference_identity(
@@ -192,6 +194,8 @@ def run_samples(
         full_real = to_unit(torch.stack(reals)).to(device)
         pred = full_pred[:, frames.start : frames.stop]  # [B, F, C, H, W]
         real = full_real[:, frames.start : frames.stop]
+        if baselines is not None:
+            baselines.update(full_real, [e["video"] for e in group], frames)
         for metric in metrics.values():
             full = getattr(metric, "wants_full_video", False)
             metric.update(
@@ -202,6 +206,7 @@ def run_samples(
                 frame_index=list(range(T)) if full else list(frames),
             )
     results = {name: m.compute() for name, m in metrics.items()}
+    base = baselines.compute() if baselines is not None else None
     extra = {
         "eval_dir": str(eval_dir.resolve()),
         "scored_frames": [frames.start, frames.stop],
@@ -211,8 +216,10 @@ def run_samples(
         **(extra or {}),
     }
     out_dir = Path(cfg.evaluate.out_dir)
-    write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)
-    print(format_table(results))
+    write_report(
+        out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra, baselines=base
+    )
+    print(format_table(results, base))
     print(f"metrics: {out_dir / 'metrics.json'}")
     return results
 

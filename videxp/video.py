@@ -483,3 +483,30 @@ def write_grid(
         grid = _pad_to_even(grid)
     write_video(path, grid, fps=fps)
     return grid
+
+
+def write_filmstrip(
+    path: str | os.PathLike,
+    rows: Sequence[np.ndarray],
+    scale: int = 1,
+    pad: int = 2,
+    pad_value: int = 255,
+    frames: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Write a still image (PNG) of videos: one row per uint8 `[T, H, W, 3]` video, its frames left to right.
+
+    `frames` picks which frames (default: all), `scale` enlarges pixels (nearest neighbour). Written
+    atomically; returns the image uint8 `[H_img, W_img, 3]`.
+    """
+    if not rows:
+        raise VideoError(f"{path}: no videos for the filmstrip")
+    picked = [check_video(v, f"{path} row {r}") for r, v in enumerate(rows)]
+    picked = [v if frames is None else v[list(frames)] for v in picked]
+    strip = make_grid([list(v[:, None]) for v in picked], pad=pad, pad_value=pad_value)[
+        0
+    ]  # [H_img, W_img, 3]
+    if scale > 1:
+        strip = strip.repeat(scale, axis=0).repeat(scale, axis=1)
+    with atomic_path(path) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
+    return strip

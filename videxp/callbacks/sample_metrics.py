@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import complete_videos, resolve_inference
 from videxp.metrics import PSNR, SSIM
+from videxp.metrics.baselines import BASELINES, Baselines
 from videxp.metrics.distributed import gather_frame_metric
 from videxp.video import to_float, to_uint8, to_unit, write_grid
 
@@ -20,7 +21,11 @@ log = logging.getLogger(__name__)
 
 class SampleMetrics(L.Callback):
     """At the end of each validation pass, sample `num_videos` validation videos with the configured
-    inference strategy and log `val/psnr` and `val/ssim` (the best checkpoint is chosen on these)."""
+    inference strategy and log `val/psnr` and `val/ssim` (the best checkpoint is chosen on these).
+
+    With observed frames, the trivial predictors of `baselines` are scored on the same frames and logged
+    beside them as `val/<metric>_<baseline>` (e.g. `val/psnr_repeat_last`, `val/ssim_blank`; blank = black).
+    """
 
     def __init__(
         self,
@@ -30,6 +35,7 @@ class SampleMetrics(L.Callback):
         log_video: bool = True,
         fps: float = 8.0,
         seed: int = 0,
+        baselines: list[str] | tuple[str, ...] = BASELINES,
     ):
         if inference is None:
             raise ValueError(
@@ -45,6 +51,7 @@ class SampleMetrics(L.Callback):
         self.log_video = log_video
         self.fps = fps
         self.seed = seed
+        self.baselines = list(baselines or [])
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -65,6 +72,8 @@ class SampleMetrics(L.Callback):
         first = int(params["obs_length"]) if self.drop_observed else 0
         T = int(params["video_length"])
         metrics = {"psnr": PSNR(), "ssim": SSIM()}
+        n_obs = int(params["obs_length"])
+        base = Baselines(metrics, n_obs, self.baselines) if self.baselines and n_obs > 0 else None
         if mine:  # a rank may have none when num_videos < world size; it still joins the merge
             items = [dataset[i] for i in mine]
             videos = torch.stack([it["video"] for it in items]).to(pl_module.device)  # [n_r, T, C, H, W]
@@ -72,7 +81,10 @@ class SampleMetrics(L.Callback):
             samples = complete_videos(generator, videos, params, self.seed, mine, 0, cond)
             # score what videxp-sample would write: uint8 frames
             pred = to_unit(to_float(to_uint8(samples[:, first:T].cpu())))  # [n_r, F, C, H, W] in [0, 1]
-            real = to_unit(to_float(to_uint8(videos[:, first:T].cpu())))
+            full_real = to_unit(to_float(to_uint8(videos[:, :T].cpu())))  # [n_r, T, C, H, W]
+            real = full_real[:, first:T]
+            if base is not None:
+                base.update(full_real, mine, range(first, T))
             for metric in metrics.values():
                 metric.update(
                     pred,
@@ -86,6 +98,10 @@ class SampleMetrics(L.Callback):
             # sync_dist with max: the value is already identical on all ranks, so max returns it exactly
             # (a mean could round) and Lightning sees a synced epoch metric (ModelCheckpoint on all ranks)
             pl_module.log(f"val/{name}", value, prog_bar=True, batch_size=n, sync_dist=True, reduce_fx="max")
+        for baseline, scored in (base.metrics if base is not None else {}).items():
+            for name, metric in scored.items():
+                value = gather_frame_metric(metric).compute()["value"]
+                pl_module.log(f"val/{name}_{baseline}", value, batch_size=n, sync_dist=True, reduce_fx="max")
         if self.log_video and trainer.is_global_zero and mine:  # rank 0 previews its own share of the videos
             self._log_grid(trainer, videos[:, :T], samples)
 

@@ -18,7 +18,7 @@ from videxp.inference.shards import Plan, batch_blocks, plan_shard, unlock, wait
 from videxp.inference.strategies import build_strategy
 from videxp.utils.io import write_json, write_npy
 from videxp.utils.seeding import derive_seed
-from videxp.video import to_uint8, write_grid, write_video
+from videxp.video import to_uint8, write_filmstrip, write_grid, write_video
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +274,14 @@ def _write_grid(
     video_format: str,
     fps: float,
 ) -> Path:
-    """Rows = videos; columns = ground truth, then each sample."""
+    """Rows = videos; columns = ground truth, then each sample. Beside it a still (.png): per video a row of
+    ground-truth frames, then a row per sample, frames left to right."""
     rows = []
     for v in videos:
         real = to_uint8(dataset[v]["video"][:T])  # [T, H, W, C]
         rows.append([real] + [np.load(samples_dir / f"{sample_name(v, k)}.npy") for k in range(num_samples)])
     path = videos_dir / f"grid_{videos.start:04d}-{videos.stop - 1:04d}.{video_format}"
     write_grid(path, rows, fps=fps)
+    scale = max(1, 96 // rows[0][0].shape[1])  # small frames are enlarged to about 96 pixels
+    write_filmstrip(path.with_suffix(".png"), [v for row in rows for v in row], scale=scale)
     return path

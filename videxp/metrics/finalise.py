@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.shards import Plan, shard_tag, try_lock, unlock, wait_lock
 from videxp.metrics.base import FrameMetric, Metric
+from videxp.metrics.baselines import baselines_for, score_baselines
 from videxp.metrics.frechet import FeatureStats
 from videxp.metrics.report import format_table, write_report
 from videxp.utils.io import atomic_path, write_json
@@ -369,6 +370,8 @@ def finalise(
                 score_entries(samples_dir, entries, dataset, {name: metric}, frames, T, batch, device)
                 modes[name] = "recomputed"
         results = {name: m.compute() for name, m in metrics.items()}
+        baselines = baselines_for(cfg.evaluate, metrics, int(header["inference"]["obs_length"]))
+        base = score_baselines(baselines, dataset, videos, frames, T, batch) if baselines else None
         out_dir = Path(cfg.sample.out_dir)
         extra = {
             "eval_dir": str(samples_dir.resolve()),
@@ -378,8 +381,10 @@ def finalise(
             "checkpoint": header.get("checkpoint"),
             "shards": {"run_id": plan.run_id, "num_shards": plan.num_shards, "finalised": modes},
         }
-        write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)
-        print(format_table(results))
+        write_report(
+            out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra, baselines=base
+        )
+        print(format_table(results, base))
         fvd_name = next((n for n, m in metrics.items() if is_distribution(m)), None)
         report = cfg.sample.get("fvd_report")
         if report:

@@ -53,8 +53,14 @@ def _write_csv(path: Path, frame_metrics: dict[str, FrameMetric]) -> int:
     return len(rows)
 
 
-def _write_plot(path: Path, curves: dict[str, dict[str, Any]]) -> None:
-    """One subplot per metric: per-frame mean over videos/samples vs frame index, ±1 s.e. band."""
+_BASELINE_STYLE = {"repeat_last": "tab:red", "blank": "tab:gray"}
+
+
+def _write_plot(
+    path: Path, curves: dict[str, dict[str, Any]], baselines: dict[str, Any] | None = None
+) -> None:
+    """One subplot per metric: per-frame mean over videos/samples vs frame index, ±1 s.e. band; the
+    baselines' per-frame means as dashed lines."""
     fig = Figure(figsize=(4.0 * len(curves), 3.2), constrained_layout=True)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(curves), squeeze=False)[0]
@@ -63,9 +69,18 @@ def _write_plot(path: Path, curves: dict[str, dict[str, Any]]) -> None:
         mean = np.asarray(res["per_frame_mean"], dtype=np.float64)
         sem_list = res.get("per_frame_sem") or []
         sem = np.asarray([math.nan if v is None else v for v in sem_list], dtype=np.float64)
-        ax.plot(frames, mean, marker="." if frames.size < 40 else None, lw=1.5)
+        ax.plot(frames, mean, marker="." if frames.size < 40 else None, lw=1.5, label="model")
         if sem.shape == mean.shape and np.isfinite(sem).any():
             ax.fill_between(frames, mean - sem, mean + sem, alpha=0.25, lw=0)
+        for baseline, scores in _baseline_rows(baselines):
+            res_b = scores.get(name) or {}
+            if res_b.get("per_frame_mean") and res_b.get("frames"):
+                colour = _BASELINE_STYLE.get(baseline)
+                ax.plot(
+                    res_b["frames"], res_b["per_frame_mean"], ls="--", lw=1.2, color=colour, label=baseline
+                )
+        if len(ax.get_lines()) > 1:
+            ax.legend(fontsize="small")
         ax.set_title(f"{name} = {res['value']:.4g}" if res.get("value") is not None else name)
         ax.set_xlabel("frame index")
         ax.set_ylabel(name)
@@ -80,6 +95,7 @@ def write_report(
     metrics: dict[str, Metric] | None = None,
     provenance: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    baselines: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the evaluation report into `out_dir`; return {kind: path} of the files written.
 
@@ -89,10 +105,12 @@ def write_report(
     - ``per_frame.csv`` (needs `metrics`): columns video, sample, frame, then one per frame metric;
       one row per (video, sample, frame) scored by any of them, empty cells where one did not.
     - ``per_frame.png``: one subplot per result that has per-frame curves (`frames`, `per_frame_mean`).
+
+    `baselines` (a `Baselines.compute()` result) goes into metrics.json under ``baselines`` and into the plot.
     """
     out_dir = Path(out_dir)
     extra = dict(extra or {})
-    clash = sorted(set(extra) & (set(results) | {"provenance"}))
+    clash = sorted(set(extra) & (set(results) | {"provenance", "baselines"}))
     if clash:
         raise ValueError(f"extra keys clash with metric names or 'provenance': {clash}")
     for name, res in results.items():
@@ -106,6 +124,8 @@ def write_report(
     written: dict[str, Path] = {}
     doc: dict[str, Any] = {name: dict(res) for name, res in results.items()}
     doc["provenance"] = provenance or {}
+    if baselines is not None:
+        doc["baselines"] = baselines
     doc.update(extra)
     written["json"] = out_dir / "metrics.json"
     write_json(written["json"], _jsonable(doc))
@@ -117,13 +137,20 @@ def write_report(
     curves = {name: res for name, res in results.items() if res.get("per_frame_mean") and res.get("frames")}
     if curves:
         written["png"] = out_dir / "per_frame.png"
-        _write_plot(written["png"], curves)
+        _write_plot(written["png"], curves, baselines)
     return written
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """Fixed-width text table (metric, value, ±s.e., N videos) for the end of a run."""
-    header = f"{'metric':<20} {'value':>12} {'± s.e.':>10} {'N':>7}"
+def _baseline_rows(baselines: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """(baseline name, {metric: result}) pairs of a `Baselines.compute()` result (its settings left out)."""
+    return [(k, v) for k, v in (baselines or {}).items() if k != "settings" and isinstance(v, dict)]
+
+
+def format_table(results: dict[str, dict[str, Any]], baselines: dict[str, Any] | None = None) -> str:
+    """Fixed-width text table (metric, value, ±s.e., N videos, then one column per baseline) for the end of
+    a run; a baseline's cell is empty for metrics it does not score (FVD)."""
+    rows = _baseline_rows(baselines)
+    header = f"{'metric':<20} {'value':>12} {'± s.e.':>10} {'N':>7}" + "".join(f" {b:>12}" for b, _ in rows)
     lines = [header, "-" * len(header)]
     for name, res in results.items():
         if not isinstance(res, dict) or "value" not in res:
@@ -134,5 +161,11 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         value_s = "n/a" if value is None else f"{value:.4f}"
         sem_s = "" if sem is None or not math.isfinite(sem) else f"{sem:.4f}"
         n_s = "" if n is None else str(n)
-        lines.append(f"{name:<20} {value_s:>12} {sem_s:>10} {n_s:>7}")
+        cells = ""
+        for _, scores in rows:
+            base = (scores.get(name) or {}).get("value")
+            cells += f" {'' if base is None else f'{base:.4f}':>12}"
+        lines.append(f"{name:<20} {value_s:>12} {sem_s:>10} {n_s:>7}{cells}")
+    if rows:
+        lines.append(f"blank = {(baselines or {}).get('settings', {}).get('blank', '?')}")
     return "\n".join(lines)

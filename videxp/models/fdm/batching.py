@@ -99,3 +99,28 @@ def build_training_batch(
             obs_k[b, n:] = 0.0
             latent_k[b, n:] = 0.0
     return TrainingBatch(frames, indices, obs_k.to(videos), latent_k.to(videos), num_chosen)
+
+
+def build_window_batch(
+    videos: torch.Tensor,  # [B, T, C, H, W]
+    max_frames: int,
+    observed: tuple[int, int],
+    g: torch.Generator,
+) -> TrainingBatch:
+    """Contiguous windows of K = max_frames frames at random starts, the first n observed and the rest latent,
+    n ~ U{observed[0]..observed[1]} per row: the index patterns `inference=autoreg` asks for (a videxp
+    option, `training_masks=autoregressive`; FDM's own rows are `build_training_batch`'s)."""
+    B, T = videos.shape[:2]
+    lo, hi = observed
+    if not 0 <= lo <= hi < max_frames:
+        raise ValueError(
+            f"observed frames per window must satisfy 0 <= {lo} <= {hi} < max_frames={max_frames}"
+        )
+    if max_frames > T:
+        raise ValueError(f"videos have {T} frames, fewer than max_frames={max_frames}")
+    starts = torch.randint(0, T - max_frames + 1, (B,), generator=g)  # [B]
+    indices = starts[:, None] + torch.arange(max_frames)[None]  # [B, K]
+    frames = videos[torch.arange(B)[:, None], indices.to(videos.device)]  # [B, K, C, H, W]
+    n_obs = torch.randint(lo, hi + 1, (B,), generator=g)  # [B]
+    obs = (torch.arange(max_frames)[None] < n_obs[:, None]).to(videos)  # [B, K]
+    return TrainingBatch(frames, indices, obs, 1.0 - obs, torch.full((B,), max_frames, dtype=torch.int64))

@@ -1,4 +1,4 @@
-"""FDM's Gaussian diffusion: DDPM schedules, eps-MSE loss with FDM's masking, ancestral and DDIM sampling."""
+"""FDM's Gaussian diffusion: DDPM schedules, masked MSE loss (eps, x0 or v), ancestral and DDIM sampling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 
 from videxp.utils.seeding import randn_rows
 
-# model_fn(x_t [B, T, C, H, W], t_model [B] float) -> eps [B, T, C, H, W]. t_model is the model time:
+# model_fn(x_t [B, T, C, H, W], t_model [B] float) -> the prediction [B, T, C, H, W] (eps for FDM; x0 or v
+# with `prediction`). t_model is the model time:
 # the original-chain step times 1000 / diffusion_steps when rescale_timesteps (FDM), else the step itself.
 # The closure carries the conditioning, e.g. for FDMUNet:
 #   lambda x_t, t: net(x_t, x0=x0, timesteps=t, frame_indices=idx, obs_mask=obs, latent_mask=lat)
@@ -164,13 +165,25 @@ def mean_flat(x: torch.Tensor, mask: torch.Tensor | None = None, normalise: str 
 
 
 # ----------------------------------------------------------------------------- diffusion
+PREDICTIONS = ("eps", "x0", "v")
+LOSS_WEIGHTINGS = ("none", "min_snr")
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
+
+
 class GaussianDiffusion:
-    """DDPM with eps-prediction and fixed variances, as configured by FDM (no learned sigma, no KL loss).
+    """DDPM with fixed variances, as configured by FDM (no learned sigma, no KL loss).
 
     diffusion_steps: N steps of the base chain; noise_schedule: "linear" | "cosine";
     sigma_small: False = fixed-large variance (beta_t; FDM), True = fixed-small (posterior variance);
     rescale_timesteps: the model sees step * 1000 / N (FDM) instead of the integer step;
-    loss_normalisation: "all" = FDM's `mean_flat` (mask, then average over all T*C*H*W) | "masked".
+    loss_normalisation: "all" = FDM's `mean_flat` (mask, then average over all T*C*H*W) | "masked";
+    prediction: what the network outputs and the loss compares: "eps" (FDM, Ho et al.), "x0" (the clean
+    frames) or "v" = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022);
+    loss_weighting: "none" (each target's plain MSE) | "min_snr" (Hang et al. 2023: the x0-MSE weighted by
+    min(SNR, gamma), written in the chosen target's units; `min_snr_gamma` = gamma);
+    timestep_sampling: training steps t ~ "uniform" over the N steps (FDM) | "logit_normal":
+    t = N sigmoid(m + s n), n ~ N(0, 1), m = `logit_mean`, s = `logit_std` (Esser et al. 2024; m > 0 trains
+    more at high noise).
     """
 
     def __init__(
@@ -180,14 +193,37 @@ class GaussianDiffusion:
         sigma_small: bool = False,
         rescale_timesteps: bool = True,
         loss_normalisation: str = "all",
+        prediction: str = "eps",
+        loss_weighting: str = "none",
+        min_snr_gamma: float = 5.0,
+        timestep_sampling: str = "uniform",
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
     ):
         if loss_normalisation not in ("all", "masked"):
             raise ValueError(f"loss_normalisation must be 'all' or 'masked', got {loss_normalisation!r}")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"loss_weighting must be one of {LOSS_WEIGHTINGS}, got {loss_weighting!r}")
+        if min_snr_gamma <= 0:
+            raise ValueError(f"min_snr_gamma must be > 0, got {min_snr_gamma}")
+        if timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ValueError(
+                f"timestep_sampling must be one of {TIMESTEP_SAMPLINGS}, got {timestep_sampling!r}"
+            )
+        if logit_std <= 0:
+            raise ValueError(f"logit_std must be > 0, got {logit_std}")
         self.num_timesteps = int(diffusion_steps)
         self.noise_schedule = noise_schedule
         self.sigma_small = sigma_small
         self.rescale_timesteps = rescale_timesteps
         self.loss_normalisation = loss_normalisation
+        self.prediction = prediction
+        self.loss_weighting = loss_weighting
+        self.min_snr_gamma = float(min_snr_gamma)
+        self.timestep_sampling = timestep_sampling
+        self.logit_mean, self.logit_std = float(logit_mean), float(logit_std)
         base_betas = get_named_beta_schedule(noise_schedule, self.num_timesteps)
         self.base_alphas_cumprod = np.cumprod(1.0 - base_betas)
         self._schedules: dict[str, Schedule] = {}
@@ -215,6 +251,13 @@ class GaussianDiffusion:
         return steps
 
     # ------------------------------------------------------------- forward process and loss
+    def sample_timesteps(self, batch: int, g: torch.Generator) -> torch.Tensor:
+        """Training steps t [B] (int64, on g's device) drawn from g per `timestep_sampling`."""
+        if self.timestep_sampling == "uniform":
+            return torch.randint(0, self.num_timesteps, (batch,), generator=g)
+        u = torch.sigmoid(self.logit_mean + self.logit_std * torch.randn(batch, generator=g))  # [B] in (0, 1)
+        return (u * self.num_timesteps).long().clamp(max=self.num_timesteps - 1)
+
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) noise; x_start, noise [B, ...], t [B] base steps."""
         if noise.shape != x_start.shape:
@@ -225,6 +268,47 @@ class GaussianDiffusion:
             + _extract(s.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * noise
         )
 
+    def split_prediction(
+        self, sched: Schedule, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network output `out` at chain steps t [B] -> (x0, eps) predictions, each like x_t."""
+        a = _extract(sched.sqrt_alphas_cumprod, t, x_t.ndim)  # sqrt(abar_t)
+        s = _extract(sched.sqrt_one_minus_alphas_cumprod, t, x_t.ndim)  # sqrt(1 - abar_t)
+        if self.prediction == "eps":
+            return (x_t - s * out) / a, out
+        if self.prediction == "x0":
+            return out, (x_t - a * out) / s
+        return a * x_t - s * out, s * x_t + a * out  # v: x0 = a x_t - s v, eps = s x_t + a v
+
+    def target(self, x_start: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network should output at base steps t [B]: eps, x0 or v."""
+        if self.prediction == "eps":
+            return noise
+        if self.prediction == "x0":
+            return x_start
+        s = self.base
+        return (
+            _extract(s.sqrt_alphas_cumprod, t, x_start.ndim) * noise
+            - _extract(s.sqrt_one_minus_alphas_cumprod, t, x_start.ndim) * x_start
+        )
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-row weight [B] of the target's MSE at base steps t [B] (1 unless loss_weighting="min_snr").
+
+        min-SNR-gamma weighs the x0 error by min(SNR, gamma); an eps error is the x0 error times SNR and a
+        v error the x0 error times SNR + 1 (Hang et al. 2023), hence the divisions.
+        """
+        if self.loss_weighting == "none":
+            return torch.ones(t.shape, device=t.device)
+        abar = torch.from_numpy(self.base.alphas_cumprod).to(t.device)[t]  # [B] float64
+        snr = abar / (1 - abar)
+        weight = snr.clamp(max=self.min_snr_gamma)
+        if self.prediction == "eps":
+            weight = weight / snr
+        elif self.prediction == "v":
+            weight = weight / (snr + 1)
+        return weight.float()
+
     def training_losses(
         self,
         model_fn: ModelFn,
@@ -234,7 +318,7 @@ class GaussianDiffusion:
         obs_mask: torch.Tensor | None = None,
         latent_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-row eps-MSE [B] at base steps t [B] for videos x_start [B, T, C, H, W].
+        """Per-row MSE [B] of the prediction (eps, x0 or v) at base steps t [B] for x_start [B, T, C, H, W].
 
         noise: [B, T, C, H, W] (default: torch.randn_like, i.e. the global RNG). obs_mask [B, T] or
         [B, T, 1, 1, 1]: observed frames of x_t are set to x_start (the network takes them from x0
@@ -249,11 +333,12 @@ class GaussianDiffusion:
         if obs_mask is not None:
             obs = _frame_mask5(obs_mask, B, T, "obs_mask")
             x_t = torch.where(obs > 0.5, x_start, x_t)
-        eps = model_fn(x_t, self.model_time(self.base, t))
-        if eps.shape != x_start.shape:
-            raise ValueError(f"model output {list(eps.shape)} != {list(x_start.shape)} (no learned sigma)")
-        mask = None if latent_mask is None else _frame_mask5(latent_mask, B, T, "latent_mask").to(eps.dtype)
-        return mean_flat((noise - eps) ** 2, mask, self.loss_normalisation)
+        out = model_fn(x_t, self.model_time(self.base, t))
+        if out.shape != x_start.shape:
+            raise ValueError(f"model output {list(out.shape)} != {list(x_start.shape)} (no learned sigma)")
+        mask = None if latent_mask is None else _frame_mask5(latent_mask, B, T, "latent_mask").to(out.dtype)
+        mse = mean_flat((self.target(x_start, noise, t) - out) ** 2, mask, self.loss_normalisation)
+        return mse * self.loss_weight(t) if self.loss_weighting != "none" else mse
 
     # ------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -313,13 +398,16 @@ class GaussianDiffusion:
             steps = tqdm(steps)
         for i in steps:
             t = torch.full((B,), i, device=device, dtype=torch.int64)  # [B] chain step
-            eps = model_fn(x, self.model_time(sched, t))  # [B, T, C, H, W]
-            if eps.shape != x.shape:
-                raise ValueError(f"model output {list(eps.shape)} != {list(x.shape)} (no learned sigma)")
-            pred_x0 = (
-                _extract(sched.sqrt_recip_alphas_cumprod, t, x.ndim) * x
-                - _extract(sched.sqrt_recipm1_alphas_cumprod, t, x.ndim) * eps
-            )
+            out = model_fn(x, self.model_time(sched, t))  # [B, T, C, H, W]
+            if out.shape != x.shape:
+                raise ValueError(f"model output {list(out.shape)} != {list(x.shape)} (no learned sigma)")
+            if self.prediction == "eps":  # FDM's own arithmetic, kept bit for bit
+                pred_x0 = (
+                    _extract(sched.sqrt_recip_alphas_cumprod, t, x.ndim) * x
+                    - _extract(sched.sqrt_recipm1_alphas_cumprod, t, x.ndim) * out
+                )
+            else:
+                pred_x0 = self.split_prediction(sched, out, x, t)[0]
             if clip_denoised:
                 pred_x0 = pred_x0.clamp(-1, 1)
             if use_ddim:

@@ -9,11 +9,12 @@ from typing import Any
 import lightning as L
 import torch
 
-from videxp.models.fdm.batching import build_training_batch
+from videxp.models.fdm.batching import build_training_batch, build_window_batch
 from videxp.models.fdm.checkpoint import load_fdm_checkpoint, save_fdm_checkpoint
 from videxp.models.fdm.diffusion import GaussianDiffusion
 from videxp.models.fdm.generator import FDMGenerator
 from videxp.models.fdm.unet import FDMUNet, as_labels
+from videxp.models.partial_training import adamw_with_warmup
 from videxp.utils.seeding import derive_seed, torch_generator
 
 
@@ -43,11 +44,17 @@ def net_config(
     return config
 
 
+TRAINING_MASKS = ("fdm", "autoregressive")
+
+
 class FDMModule(L.LightningModule):
     """Trains FDM's UNet on whole videos; `generator()` gives the sampler for videxp-sample.
 
     With `num_classes` set the net is class-conditional: training reads `batch["label"]` and replaces
     each row's label by the null label with probability `p_uncond` (for classifier-free guidance).
+    `training_masks`: "fdm" draws FDM's random observed/latent frame groups (any index pattern works at
+    sampling time); "autoregressive" trains only on contiguous windows of `max_frames` frames whose first
+    `observed_frames` (a number or [min, max]) are observed, the pattern of `inference=autoreg`.
     """
 
     sampling_keys = ("sampling",)  # taken from the sample-time config when loading a checkpoint
@@ -67,22 +74,41 @@ class FDMModule(L.LightningModule):
         seed: int = 0,
         num_classes: int | None = None,
         p_uncond: float = 0.1,
+        training_masks: str = "fdm",
+        observed_frames: int | list[int] | tuple[int, int] = (1, 1),
     ):
         super().__init__()
         self.save_hyperparameters()
         if not 0.0 <= p_uncond <= 1.0:
             raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+        if training_masks not in TRAINING_MASKS:
+            raise ValueError(f"training_masks must be one of {TRAINING_MASKS}, got {training_masks!r}")
         self.fdm_config = net_config(size, presets, image_size, net, num_classes)
         self.net = FDMUNet.from_fdm_config(self.fdm_config)
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.diffusion = GaussianDiffusion(**(diffusion or {}))
         self.max_frames = max_frames
         self.sampling = dict(sampling or {})
-        self.optim = {"lr": 1e-4, "weight_decay": 0.0, "betas": (0.9, 0.999), **(optim or {})}
+        self.optim = {
+            "lr": 1e-4,
+            "weight_decay": 0.0,
+            "betas": (0.9, 0.999),
+            "eps": 1e-8,
+            "warmup_steps": 0,
+            **(optim or {}),
+        }
         self.ema = {"rate": 0.9999, "warmup": False, **(ema or {})}
         self.pad_with_random_frames = pad_with_random_frames
         self.seed = seed
         self.p_uncond = float(p_uncond)
+        self.training_masks = training_masks
+        lo, hi = (observed_frames, observed_frames) if isinstance(observed_frames, int) else observed_frames
+        self.observed_frames = (int(lo), int(hi))
+        if training_masks == "autoregressive" and not 0 <= lo <= hi < max_frames:
+            raise ValueError(
+                f"observed_frames={observed_frames} must lie in [0, max_frames - 1 = {max_frames - 1}] "
+                "(a number or an inclusive [min, max] range)"
+            )
 
     @property
     def num_classes(self) -> int | None:
@@ -115,13 +141,16 @@ class FDMModule(L.LightningModule):
         p_uncond: float = 0.0,
     ) -> torch.Tensor:
         """FDM's loss on one batch of whole videos [B, T, C, H, W] (with class labels [B] if conditional)."""
-        tb = build_training_batch(videos, self.max_frames, g, self.pad_with_random_frames)
+        if self.training_masks == "fdm":
+            tb = build_training_batch(videos, self.max_frames, g, self.pad_with_random_frames)
+        else:
+            tb = build_window_batch(videos, self.max_frames, self.observed_frames, g)
         B = videos.shape[0]
-        t = torch.randint(0, self.diffusion.num_timesteps, (B,), generator=g).to(self.device)
+        t = self.diffusion.sample_timesteps(B, g).to(self.device)
         noise = torch.randn(tb.frames.shape, generator=g, dtype=tb.frames.dtype).to(self.device)
         if labels is not None and p_uncond > 0:  # drawn last: unconditional runs draw what they always did
             labels = self.drop_labels(labels, g, p_uncond)
-        # padding frames are trained as unconditional frames of their own group (FDM)
+        # padding frames are trained as unconditional frames of their own group (FDM); windows have none
         loss_mask = (1.0 - tb.obs_mask) if self.pad_with_random_frames else tb.latent_mask
 
         def model_fn(x_t: torch.Tensor, t_model: torch.Tensor) -> torch.Tensor:
@@ -151,12 +180,16 @@ class FDMModule(L.LightningModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["video"].shape[0])
         return loss
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """AdamW at a constant rate (FDM), after `optim.warmup_steps` linear warm-up steps when set."""
+        if int(self.optim["warmup_steps"]) > 0:
+            return adamw_with_warmup(self.net.parameters(), self.optim)
         return torch.optim.AdamW(
             self.net.parameters(),
             lr=self.optim["lr"],
             weight_decay=self.optim["weight_decay"],
             betas=tuple(self.optim["betas"]),
+            eps=self.optim["eps"],
         )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
