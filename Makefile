@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## Create .venv and install videxp with its dev tools (idempotent)
 
-demo: $(STAMP)  ## Train a tiny FDM on moving_shapes, sample, evaluate (CPU, a few minutes)
+demo: $(STAMP)  ## Train a tiny FDM on moving_shapes, sample, evaluate beside the baselines (2 CPU cores: ~9 min)
 	$(BIN)/python -m videxp.demo $(DEMO_ARGS)
 
 test: $(STAMP)  ## Run the test suite (everything but `slow` and `gpu` tests)
