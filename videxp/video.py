@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import GifImagePlugin, Image, ImageDraw, ImageFont, ImageSequence
 
+from videxp.data.decode import decode_frames, stack_frames
+from videxp.errors import VideoError
 from videxp.utils.io import atomic_path, write_npy
 
 __all__ = [
@@ -38,10 +40,6 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Default encoder per container; `crf` applies to libx264 and libvpx-vp9, mpeg4 uses a fixed qscale.
 _ENCODERS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
 _MPEG4_QSCALE = 2
-
-
-class VideoError(ValueError):
-    """A video (file or array) is missing frames, corrupt, or has the wrong dtype/shape/values."""
 
 
 # ----------------------------------------------------------------------------- conversions
@@ -144,19 +142,9 @@ def _frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
-def _stack(frames: list[np.ndarray], path: Path, what: str = "frame") -> np.ndarray:
-    shape = frames[0].shape
-    for j, frame in enumerate(frames):
-        if frame.shape != shape:
-            raise VideoError(f"{path}: {what} {j} has shape {frame.shape}, {what} 0 has {shape}")
-    return np.stack(frames)  # [T, H, W, 3]
-
-
 def _read_container(path: Path) -> np.ndarray:
-    # Lazy import: videxp.data.decode imports this module. Sequential PyAV decode in decode order; a file
-    # that decodes to fewer frames than its header declares (truncated) is a VideoError.
-    from videxp.data.decode import decode_frames
-
+    # Sequential PyAV decode in decode order; a file that decodes to fewer frames than its header declares
+    # (truncated) is a VideoError.
     return decode_frames(path)  # [T, H, W, 3]
 
 
@@ -168,7 +156,7 @@ def _read_gif(path: Path) -> np.ndarray:
         raise VideoError(f"{path}: cannot read GIF: {e}") from e
     if not frames:
         raise VideoError(f"{path}: GIF has no frames")
-    return _stack(frames, path)
+    return stack_frames(frames, path)
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -502,9 +490,8 @@ def write_filmstrip(
         raise VideoError(f"{path}: no videos for the filmstrip")
     picked = [check_video(v, f"{path} row {r}") for r, v in enumerate(rows)]
     picked = [v if frames is None else v[list(frames)] for v in picked]
-    strip = make_grid([list(v[:, None]) for v in picked], pad=pad, pad_value=pad_value)[
-        0
-    ]  # [H_img, W_img, 3]
+    grid = make_grid([list(v[:, None]) for v in picked], pad=pad, pad_value=pad_value)  # [1, H_img, W_img, 3]
+    strip = grid[0]  # [H_img, W_img, 3]
     if scale > 1:
         strip = strip.repeat(scale, axis=0).repeat(scale, axis=1)
     with atomic_path(path) as tmp:

@@ -10,11 +10,20 @@ from pathlib import Path
 import av
 import numpy as np
 
-from videxp.video import VideoError, _stack
+from videxp.errors import VideoError
 
-__all__ = ["count_frames", "decode_frames", "probe"]
+__all__ = ["count_frames", "decode_frames", "probe", "stack_frames"]
 
 log = logging.getLogger(__name__)
+
+
+def stack_frames(frames: list[np.ndarray], path: Path, what: str = "frame") -> np.ndarray:
+    """Stack equal-shape frames [H, W, 3] into [T, H, W, 3]; a frame of another shape is a VideoError."""
+    shape = frames[0].shape
+    for j, frame in enumerate(frames):
+        if frame.shape != shape:
+            raise VideoError(f"{path}: {what} {j} has shape {frame.shape}, {what} 0 has {shape}")
+    return np.stack(frames)  # [T, H, W, 3]
 
 
 def _open(path: Path) -> av.container.InputContainer:
@@ -99,7 +108,7 @@ def decode_frames(
         )
     if not frames:
         raise VideoError(f"{path}: no frames in [{start}, {stop}) (the file decodes to {decoded} frames)")
-    return _stack(frames, path)  # [T, H, W, 3]
+    return stack_frames(frames, path)  # [T, H, W, 3]
 
 
 def count_frames(path: str | os.PathLike) -> int:
