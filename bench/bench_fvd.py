@@ -44,7 +44,7 @@ def synthetic(n: int, seed: int) -> np.ndarray:
 
 
 def unit(clips: np.ndarray) -> torch.Tensor:
-    """uint8 [n, T, H, W, 3] → float [n, T, 3, H, W] in [0, 1] (as `evaluate.run_folders` feeds FVD)."""
+    """uint8 [n, T, H, W, 3] → float [n, T, 3, H, W] in [0, 1] (as `score_folders` feeds FVD)."""
     return to_float(clips).add_(1.0).mul_(0.5)
 
 

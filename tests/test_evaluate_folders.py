@@ -12,8 +12,9 @@ import torch.nn as nn
 from conftest import compose_cfg
 
 from videxp import evaluate
-from videxp.metrics.folders import list_videos, pair_folders
-from videxp.video import VideoError, read_video, write_video
+from videxp.scoring import folders, selection
+from videxp.scoring.folders import list_videos, pair_folders
+from videxp.video import VideoError, read_video, to_float, to_unit, write_video
 
 T, SIZE = 12, 16
 
@@ -163,7 +164,7 @@ def test_fvd_from_folders_equals_one_in_memory_update(tmp_path):
 
     def decoded(folder, skip: str = "big") -> torch.Tensor:  # [N, T, C, H, W] in [0, 1], in id order
         clips = [read_video(p) for vid, p in list_videos(folder).items() if skip not in vid]
-        return evaluate.to_unit(evaluate.to_float(np.stack(clips)))
+        return to_unit(to_float(np.stack(clips)))
 
     real, fake = make_folders(tmp_path, n_real=9, n_fake=9)
     cfg = cfg_for(tmp_path, real, fake, "evaluate.batch_size=4")
@@ -186,7 +187,7 @@ def test_fvd_from_folders_equals_one_in_memory_update(tmp_path):
         assert det.clips == 20 and mixed["num_real"] == 11
         ref = fvd_metric(Counting())
         ref.update(decoded(fake), decoded(real), video_index=list(range(9)), sample_index=[0] * 9)
-        ref.update_real(evaluate.to_unit(evaluate.to_float(np.stack(big))), video_index=[100, 101])
+        ref.update_real(to_unit(to_float(np.stack(big))), video_index=[100, 101])
         assert mixed["value"] == pytest.approx(ref.compute()["value"], rel=1e-6)
         assert mixed["value"] != pytest.approx(from_folders["value"], rel=1e-6)
 
@@ -213,7 +214,7 @@ def test_cached_weights_join_the_default_selection(tmp_path, alex_state):
     """lpips joins [psnr, ssim] when its backbone is in the cache; fvd stays out without I3D weights."""
     real, fake = make_folders(tmp_path)
     cfg = cfg_for(tmp_path, real, fake)
-    assert evaluate.add_cached_metrics(cfg) == ["lpips"]
+    assert selection.add_cached_metrics(cfg) == ["lpips"]
     assert set(cfg.metric) == {"psnr", "ssim", "lpips"}
     with pytest.raises(ValueError, match=r"LPIPS-alex needs frames of at least 31x31 pixels"):
         evaluate.run(cfg)  # these clips are smaller than AlexNet can take: a clear error, not a crash
@@ -222,7 +223,7 @@ def test_cached_weights_join_the_default_selection(tmp_path, alex_state):
 def test_cli_override_counts_as_an_explicit_choice(monkeypatch):
     from hydra.core.hydra_config import HydraConfig
 
-    assert evaluate.metrics_chosen_explicitly()  # outside a Hydra run: cfg.metric is taken as it is
+    assert selection.metrics_chosen_explicitly()  # outside a Hydra run: cfg.metric is taken as it is
 
     class Fake:
         def __init__(self, task):
@@ -231,7 +232,7 @@ def test_cli_override_counts_as_an_explicit_choice(monkeypatch):
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     for task, explicit in ((["real_dir=a"], False), (["metric=[psnr]"], True), (["+metric=lpips"], True)):
         monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda task=task: Fake(task)))
-        assert evaluate.metrics_chosen_explicitly() is explicit
+        assert selection.metrics_chosen_explicitly() is explicit
 
 
 def test_selected_fvd_without_weights_offline_fails_before_reading_videos(tmp_path, monkeypatch):
@@ -241,7 +242,7 @@ def test_selected_fvd_without_weights_offline_fails_before_reading_videos(tmp_pa
     real, fake = make_folders(tmp_path)
     cfg = cfg_for(tmp_path, real, fake, "metric=[fvd]")
     read = []
-    monkeypatch.setattr(evaluate, "read_video", lambda *a, **k: read.append(a) or None)
+    monkeypatch.setattr(folders, "read_video", lambda *a, **k: read.append(a) or None)
     with pytest.raises(WeightsMissingError, match="i3d_pretrained_400.pt"):
         evaluate.run(cfg)
     assert not read, "no video was read before the missing weights were reported"

@@ -12,12 +12,12 @@ from conftest import compose_cfg
 from PIL import Image
 
 from videxp import compare, evaluate, sample
-from videxp.benchmark.generate import output_frames, playback_speed
-from videxp.benchmark.summary import fvd_band
 from videxp.data.standins import write_hmdb51
 from videxp.metrics.detector import fixture_weights
 from videxp.metrics.i3d import InceptionI3d
 from videxp.video import read_video
+from videxp.workflows.i2v_benchmark.generate import output_frames, playback_speed
+from videxp.workflows.i2v_benchmark.summary import fvd_band
 
 SIZE = 32  # frames: a multiple of 16 for both pipelines
 COMMON = [

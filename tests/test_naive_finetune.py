@@ -11,7 +11,7 @@ from conftest import TINY, compose_cfg
 
 from videxp import sample
 from videxp.data.standins import write_hmdb51
-from videxp.finetune import naive
+from videxp.workflows import naive_finetune as naive
 
 COMMON = [
     "experiment=naive_finetune",

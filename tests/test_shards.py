@@ -14,7 +14,7 @@ from conftest import TINY, compose_cfg
 
 from videxp import evaluate, sample
 from videxp.inference.shards import plan_shard, rank_from_env, resolve_shard
-from videxp.metrics.finalise import finalise, partial_root
+from videxp.scoring.finalise import finalise, partial_root
 
 SHUFFLED = (2, 0, 1)  # shards run out of order
 

@@ -14,6 +14,7 @@ from videxp.inference.loop import complete_videos, resolve_inference
 from videxp.metrics import PSNR, SSIM
 from videxp.metrics.baselines import BASELINES, Baselines
 from videxp.metrics.distributed import gather_frame_metric
+from videxp.scoring.samples import update_metrics
 from videxp.video import to_float, to_uint8, to_unit, write_grid
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class SampleMetrics(L.Callback):
         params = resolve_inference(self.inference, generator)
         first = int(params["obs_length"]) if self.drop_observed else 0
         T = int(params["video_length"])
+        frames = range(first, T)
         metrics = {"psnr": PSNR(), "ssim": SSIM()}
         n_obs = int(params["obs_length"])
         base = Baselines(metrics, n_obs, self.baselines) if self.baselines and n_obs > 0 else None
@@ -80,19 +82,11 @@ class SampleMetrics(L.Callback):
             cond = {k: [it[k] for it in items] for k in ("label", "prompt") if k in items[0]}
             samples = complete_videos(generator, videos, params, self.seed, mine, 0, cond)
             # score what videxp-sample would write: uint8 frames
-            pred = to_unit(to_float(to_uint8(samples[:, first:T].cpu())))  # [n_r, F, C, H, W] in [0, 1]
-            full_real = to_unit(to_float(to_uint8(videos[:, :T].cpu())))  # [n_r, T, C, H, W]
-            real = full_real[:, first:T]
+            pred = to_unit(to_float(to_uint8(samples[:, :T].cpu())))  # [n_r, T, C, H, W] in [0, 1]
+            real = to_unit(to_float(to_uint8(videos[:, :T].cpu())))  # [n_r, T, C, H, W]
             if base is not None:
-                base.update(full_real, mine, range(first, T))
-            for metric in metrics.values():
-                metric.update(
-                    pred,
-                    real,
-                    video_index=mine,
-                    sample_index=[0] * len(mine),
-                    frame_index=list(range(first, T)),
-                )
+                base.update(real, mine, frames)
+            update_metrics(metrics, pred, real, frames, mine, [0] * len(mine))
         for name, metric in metrics.items():
             value = gather_frame_metric(metric).compute()["value"]  # same float on every rank
             # sync_dist with max: the value is already identical on all ranks, so max returns it exactly

@@ -14,9 +14,10 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from videxp.inference.generator import Generator
-from videxp.inference.shards import Plan, batch_blocks, plan_shard, unlock, wait_lock
+from videxp.inference.shards import Plan, batch_blocks, plan_shard
 from videxp.inference.strategies import build_strategy
 from videxp.utils.io import write_json, write_npy
+from videxp.utils.locks import unlock, wait_lock
 from videxp.utils.seeding import derive_seed
 from videxp.video import to_uint8, write_filmstrip, write_grid, write_video
 

@@ -1,15 +1,20 @@
-"""Streaming metric interface: `Metric` (any statistic over videos) and `FrameMetric` (per-frame scores)."""
+"""Streaming metric interface: `Metric`, `FrameMetric` (per-frame scores), `DistributionMetric` (two sets)."""
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from videxp.utils.io import atomic_path
 
 REDUCTIONS = ("mean", "best")
 RANGE_TOLERANCE = 1e-2  # inputs must lie in [0, 1] up to this slack (catches [-1, 1] and [0, 255] inputs)
@@ -139,6 +144,30 @@ class Metric(ABC):
     @abstractmethod
     def settings(self) -> dict[str, Any]:
         """Every convention that changes the number (window, data range, reduction, ...); JSON types."""
+
+    @property
+    def wants_full_video(self) -> bool:
+        """Whether `update` wants whole clips (observed prefix included), not just the scored frames."""
+        return False
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook; most metrics load nothing
+        """Load what scoring needs (detector weights) now: a missing file fails before any video is read."""
+
+    # ----------------------------------------------------------------- partial state (sharded scoring)
+
+    def save_state(self, folder: str | os.PathLike, name: str) -> dict[str, Any]:
+        """Write this process's partial state into files `<folder>/<name>.*`; returns their JSON description.
+
+        `merge_saved` of a fresh instance with the same settings adds such states back (sharded finaliser).
+        """
+        raise NotImplementedError(
+            f"metric {name!r} ({type(self).__name__}) has no partial state; use sample.finalise=false"
+        )
+
+    def merge_saved(self, parts: Sequence[tuple[Path, Mapping[str, Any]]]) -> bool:
+        """Add the states `save_state` wrote: (folder, description) per part. Returns False (and changes
+        nothing) when merged state would differ from scoring everything in one process; then score again."""
+        raise NotImplementedError(f"{type(self).__name__} has no partial state to merge")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
@@ -285,10 +314,60 @@ class FrameMetric(Metric):
 
     def merge(self, other: FrameMetric) -> None:
         """Add another instance's values (e.g. from another shard); settings must match exactly."""
-        if type(other) is not type(self) or other.settings() != self.settings():
-            raise ValueError(f"cannot merge {other!r} into {self!r}: different metric or settings")
-        self._chunks.extend(other._chunks)
+        self.add_state(other.state())
+
+    def empty_copy(self) -> FrameMetric:
+        """A fresh instance with the same settings (a scoring network, as LPIPS's, is shared, not copied)."""
+        clone = copy.copy(self)  # shallow: the network is shared
+        clone.reset()
+        clone._compiled = None  # a compiled kernel is bound to the original object
+        return clone
+
+    # ----------------------------------------------------------------- state
+
+    def state(self) -> dict[str, Any]:
+        """The kept values as plain data (picklable: metric type, settings, per-update arrays)."""
+        # chunks: per update (video ids [B], sample ids [B], frame ids [T], values [B, T])
+        return {"metric": type(self).__name__, "settings": self.settings(), "chunks": list(self._chunks)}
+
+    def add_state(self, state: Mapping[str, Any]) -> None:
+        """Add values from `state()` of an instance with exactly the same type and settings."""
+        if state["metric"] != type(self).__name__ or state["settings"] != self.settings():
+            raise ValueError(
+                f"cannot merge {state['metric']}({state['settings']}) into {self!r}: "
+                "different metric or settings"
+            )
+        self._chunks.extend(state["chunks"])
         self._table_cache = None
+
+    def save_state(self, folder: str | os.PathLike, name: str) -> dict[str, Any]:
+        """Per-frame values as float64 groups (rows sharing one frame list) in `<folder>/<name>.npz`."""
+        groups: dict[tuple[int, ...], list] = {}
+        for video, sample, frame, values in self._chunks:
+            groups.setdefault(tuple(frame.tolist()), []).append((video, sample, values))
+        arrays = {}
+        for g, (frame, chunks) in enumerate(groups.items()):
+            arrays[f"g{g}_frame"] = np.asarray(frame, np.int64)
+            arrays[f"g{g}_video"] = np.concatenate([c[0] for c in chunks]).astype(np.int64)
+            arrays[f"g{g}_sample"] = np.concatenate([c[1] for c in chunks]).astype(np.int64)
+            arrays[f"g{g}_values"] = np.concatenate([c[2] for c in chunks]).astype(np.float64)  # [R, F]
+        file = f"{name}.npz"
+        with atomic_path(Path(folder) / file) as tmp, open(tmp, "wb") as f:
+            np.savez(f, groups=np.int64(len(groups)), **arrays)
+        return {"kind": "frame", "file": file}
+
+    def merge_saved(self, parts: Sequence[tuple[Path, Mapping[str, Any]]]) -> bool:
+        """Add every part's saved values; frame values merge exactly, so this always returns True."""
+        chunks = []
+        for folder, info in parts:
+            path = Path(folder) / info["file"]
+            if not path.is_file():
+                raise FileNotFoundError(f"partial metric state missing: {path}")
+            with np.load(path, allow_pickle=False) as z:
+                for g in range(int(z["groups"])):
+                    chunks.append((z[f"g{g}_video"], z[f"g{g}_sample"], z[f"g{g}_frame"], z[f"g{g}_values"]))
+        self.add_state({"metric": type(self).__name__, "settings": self.settings(), "chunks": chunks})
+        return True
 
     # ----------------------------------------------------------------- views
 
@@ -404,3 +483,63 @@ class FrameMetric(Metric):
         if best_sample is not None:
             result["best_sample"] = best_sample
         return result
+
+
+class DistributionMetric(Metric):
+    """A metric comparing the distribution of generated clips with that of reference clips (FVD).
+
+    The two sides are fed separately, so they need no pairing and their counts may differ:
+    `update_real` (each reference video once) and `update_fake` (one row per (video, sample)); `update`
+    feeds both from paired batches. `set_reference_identity` names the reference set so that its
+    statistics can be cached; `video_labels` maps video indices to names (file paths) for error messages.
+    """
+
+    def __init__(self) -> None:
+        # optional names for error messages: {"reference" | "generated": {video index: name}}
+        self.video_labels: dict[str, dict[int, str]] = {"reference": {}, "generated": {}}
+
+    @abstractmethod
+    def update_real(
+        self,
+        target: torch.Tensor,
+        *,
+        video_index: Sequence[int] | torch.Tensor | np.ndarray,
+        frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Add reference clips [B, T, C, H, W] in [0, 1]; each video index counts once."""
+
+    @abstractmethod
+    def update_fake(
+        self,
+        pred: torch.Tensor,
+        *,
+        video_index: Sequence[int] | torch.Tensor | np.ndarray,
+        sample_index: Sequence[int] | torch.Tensor | np.ndarray,
+        frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Add generated clips [B, T, C, H, W] in [0, 1], one row per (video, sample)."""
+
+    def update(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        video_index: Sequence[int] | torch.Tensor | np.ndarray,
+        sample_index: Sequence[int] | torch.Tensor | np.ndarray,
+        frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
+    ) -> None:
+        """Generated side from `pred`; reference side from `target`, once per video index."""
+        video, sample, frame = check_video_batch(
+            pred, target, video_index, sample_index, frame_index, check_values=False
+        )
+        self.update_real(target, video_index=video, frame_index=frame)
+        self.update_fake(pred, video_index=video, sample_index=sample, frame_index=frame)
+
+    @abstractmethod
+    def set_reference_identity(self, identity: Mapping[str, Any]) -> None:
+        """Name the reference set (dataset config and clip ids, or folder and files) for caching."""
+
+    def reference_cached(self) -> bool:
+        """Whether the reference statistics of the identity set last will come from the cache (one
+        `update_real` call then suffices)."""
+        return False

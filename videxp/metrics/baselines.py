@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +59,7 @@ class Baselines:
         self.blank = blank
         self.frame_metrics = [n for n, m in metrics.items() if isinstance(m, FrameMetric)]
         self.skipped = [n for n in metrics if n not in self.frame_metrics]
-        self.metrics = {b: {n: _fresh(metrics[n]) for n in self.frame_metrics} for b in names}
+        self.metrics = {b: {n: metrics[n].empty_copy() for n in self.frame_metrics} for b in names}
         self._seen: set[int] = set()
 
     def update(self, real: torch.Tensor, video_index: Sequence[int], frames: range) -> None:
@@ -116,26 +115,6 @@ def baselines_for(cfg_eval: Any, metrics: dict[str, Metric], obs_length: int) ->
     if not names or obs_length < 1 or not any(isinstance(m, FrameMetric) for m in metrics.values()):
         return None
     return Baselines(metrics, obs_length, names, cfg_eval.get("blank") or "black")
-
-
-def score_baselines(
-    baselines: Baselines, dataset: Any, videos: Sequence[int], frames: range, T: int, batch_size: int
-) -> dict[str, Any]:
-    """Score `baselines` on the reference clips of `videos` (dataset items, `video` [T', C, H, W] in
-    [-1, 1]); returns its `compute()`."""
-    for i in range(0, len(videos), batch_size):
-        group = list(videos[i : i + batch_size])
-        real = torch.stack([dataset[v]["video"][:T] for v in group]).add(1).mul(0.5)  # [B, T, C, H, W]
-        baselines.update(real, group, frames)
-    return baselines.compute()
-
-
-def _fresh(metric: FrameMetric) -> FrameMetric:
-    """An empty copy of `metric` with the same settings (and its own network, for LPIPS)."""
-    clone = copy.copy(metric)  # shallow: a network (LPIPS) is shared, not duplicated
-    clone.reset()
-    clone._compiled = None  # a compiled kernel is bound to the original object
-    return clone
 
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:

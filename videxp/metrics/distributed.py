@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -30,16 +28,14 @@ def gather_frame_metric(metric: FrameMetric) -> FrameMetric:
     rank must call it."""
     if not is_distributed():
         return metric
-    shards: list = [None] * dist.get_world_size()
-    dist.all_gather_object(shards, (type(metric).__name__, metric.settings(), metric._chunks))
-    merged = copy.copy(metric)
-    merged.reset()  # fresh chunk list; the local chunks come back with this rank's shard
-    for rank, (name, settings, chunks) in enumerate(shards):
-        if name != type(metric).__name__ or settings != metric.settings():
-            raise ValueError(
-                f"cannot merge rank {rank}'s {name}({settings}) into {metric!r}: different metric or settings"
-            )
-        merged._chunks.extend(chunks)  # per update: (video [B], sample [B], frame [T], values [B, T])
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, metric.state())
+    merged = metric.empty_copy()
+    for rank, state in enumerate(states):
+        try:
+            merged.add_state(state)
+        except ValueError as e:
+            raise ValueError(f"rank {rank}: {e}") from e
     return merged
 
 

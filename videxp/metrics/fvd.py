@@ -13,29 +13,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from videxp.metrics.base import Metric, _as_index, check_frame_values, check_video_batch
+from videxp.metrics.base import DistributionMetric, _as_index, check_frame_values
 from videxp.metrics.detector import INPUT_SIZE, Detector, load_detector
 from videxp.metrics.frechet import FeatureStats, frechet_distance
-
-# Every key a protocol preset must define, with the values each key accepts (None: any positive int).
-PROTOCOL_KEYS: dict[str, tuple | None] = {
-    "num_real": None,  # reference videos the protocol uses (at most; more are skipped)
-    "num_fake": None,  # generated videos per FVD (at most; per sample index with per_sample)
-    "num_frames": None,  # frames per clip, or "all" (the whole clip handed in)
-    "stride": None,  # step between the chosen frames
-    "quantize": ("round", "truncate", "none"),  # generated frames → uint8 (reals are uint8 already)
-    "resize": ("direct", "short_side_crop", "tf_legacy"),  # bilinear 224×224 | short side + crop | TF1 op
-    "covariance": ("population", "unbiased"),  # ÷N (StyleGAN-V) | ÷(N−1) (TF-GAN, np.cov)
-    "include_context": (True, False),  # score the full video incl. the observed prefix
-    "per_sample": (True, False),  # one FVD per sample index, reported as mean ± s.e.
-    "trials": None,  # independent FVDs on consecutive groups of num_real / num_fake videos (VideoGPT)
-    "real_offset": ("first", "random"),  # reference clip start: frame 0 | seeded random (StyleGAN-V)
-    "offset_seed": "int",  # seed of the random reference offsets (any int)
-    "fake_samples": "samples",  # sample indices that enter the generated side (None = all; SRVP: [0])
-}
-TRUNCATE_EPS = 1e-3  # in 0–255 units: float32 round-off of uint8-derived values never truncates a level down
+from videxp.metrics.fvd_protocol import (  # noqa: F401 - re-exported: the FVD conventions live with FVD
+    PROTOCOL_KEYS,
+    TRUNCATE_EPS,
+    _plain,
+    default_protocols,
+    quantize,
+    resize_frames,
+    resolve_protocol,
+    tf_legacy_matrix,
+)
+from videxp.weights import get_path
 
 
 def default_cache_dir() -> Path:
@@ -44,114 +36,7 @@ def default_cache_dir() -> Path:
     return Path(root) / "fvd_stats"
 
 
-def _plain(obj: Any) -> Any:
-    """OmegaConf containers → plain dicts/lists (instantiate may hand us DictConfig)."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(obj, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(obj, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return obj
-
-
-def resolve_protocol(
-    protocol: str, protocols: Mapping[str, Mapping[str, Any]], overrides: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Preset `protocols[protocol]` with every non-null entry of `overrides` on top, validated."""
-    protocols = _plain(protocols) or {}
-    if protocol not in protocols:
-        raise ValueError(f"unknown FVD protocol {protocol!r}; presets: {sorted(protocols)}")
-    resolved = dict(protocols[protocol])
-    missing = sorted(set(PROTOCOL_KEYS) - set(resolved))
-    extra = sorted(set(resolved) - set(PROTOCOL_KEYS))
-    if missing or extra:
-        raise ValueError(f"FVD protocol {protocol!r}: missing keys {missing}, unknown keys {extra}")
-    for key, value in (overrides or {}).items():
-        if key not in PROTOCOL_KEYS:
-            raise ValueError(f"unknown FVD protocol key {key!r}; keys: {sorted(PROTOCOL_KEYS)}")
-        if value is not None:
-            resolved[key] = _plain(value)
-    for key, allowed in PROTOCOL_KEYS.items():
-        value = resolved[key]
-        if allowed is not None:
-            if allowed == "samples":
-                ok = value is None or (
-                    isinstance(value, list) and all(isinstance(v, int) and v >= 0 for v in value) and value
-                )
-                if not ok:
-                    raise ValueError(
-                        f"FVD {key}={value!r} (protocol {protocol!r}); expected null or a list of sample ids"
-                    )
-            elif allowed == "int":
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected an int")
-            elif value not in allowed:
-                raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected one of {allowed}")
-        elif key == "num_frames" and value == "all":
-            continue
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected a positive int")
-    if resolved["per_sample"] and resolved["trials"] > 1:
-        raise ValueError(f"FVD protocol {protocol!r}: per_sample and trials > 1 cannot be combined")
-    return resolved
-
-
-def quantize(x: torch.Tensor, mode: str) -> torch.Tensor:
-    """[0, 1] floats → values on the 0–255 scale: `round` (StyleGAN-V: uint8(x·255 + 0.5)), `truncate`
-    (VideoGPT / FDM: uint8(x·255), with `TRUNCATE_EPS` slack for float round-off) or `none` (x·255)."""
-    y = x * 255.0
-    if mode == "round":
-        return torch.floor((y + 0.5).clamp(0.0, 255.0))
-    if mode == "truncate":
-        return torch.floor((y + TRUNCATE_EPS).clamp(0.0, 255.0))
-    if mode == "none":
-        return y
-    raise ValueError(f"quantize must be round | truncate | none, got {mode!r}")
-
-
-def tf_legacy_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Interpolation matrix [n_out, n_in] of TF1's `resize_bilinear` (align_corners=False, no half-pixel
-    centres): output i samples input position i·n_in/n_out, neighbours clamped to the last pixel."""
-    pos = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)  # [n_out]
-    lo = pos.floor().long().clamp(max=n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    frac = pos - lo.to(torch.float64)
-    m = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    m.index_put_((rows, lo), 1.0 - frac, accumulate=True)
-    m.index_put_((rows, hi), frac, accumulate=True)
-    return m.to(dtype=dtype, device=device)
-
-
-def resize_frames(x: torch.Tensor, mode: str, size: int = INPUT_SIZE) -> torch.Tensor:
-    """Resize frames [N, C, H, W] to [N, C, size, size], bilinear, no antialias.
-
-    `direct`: both sides to `size`, `align_corners=False` (TATS / StyleGAN-V); `short_side_crop`: short
-    side to `size`, long side `ceil` (VideoGPT), then the centre `size`×`size` crop; `tf_legacy`: both
-    sides to `size` as TF1 `tf.image.resize_bilinear` does (no half-pixel centres; TF-Hub FVD, FDM, SRVP).
-    """
-    h, w = x.shape[-2:]
-    if mode == "tf_legacy":
-        mh = tf_legacy_matrix(h, size, x.dtype, x.device)  # [S, H]
-        mw = tf_legacy_matrix(w, size, x.dtype, x.device)  # [S, W]
-        return mh @ x @ mw.T  # [N, C, S, S]
-    if mode == "direct":
-        if (h, w) == (size, size):
-            return x
-        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
-    if mode != "short_side_crop":
-        raise ValueError(f"resize must be direct | short_side_crop, got {mode!r}")
-    scale = size / min(h, w)
-    th, tw = (size, math.ceil(w * scale)) if h <= w else (math.ceil(h * scale), size)
-    if (th, tw) != (h, w):
-        x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=False)
-    top, left = (th - size) // 2, (tw - size) // 2
-    return x[..., top : top + size, left : left + size]
-
-
-class FVD(Metric):
+class FVD(DistributionMetric):
     """Fréchet Video Distance between generated (`pred`) and reference (`target`) videos.
 
     Settings come from a protocol preset (`protocols[protocol]`, see `conf/metric/fvd.yaml`) with single
@@ -179,6 +64,7 @@ class FVD(Metric):
         name: str | None = None,
         **overrides: Any,
     ) -> None:
+        super().__init__()
         if protocols is None:
             protocols = default_protocols()
         self.protocol_name = protocol
@@ -192,8 +78,6 @@ class FVD(Metric):
         self.use_cache = bool(use_cache)
         if name is not None:
             self.name = name
-        # optional names for error messages (e.g. file paths): {"reference"|"generated": {index: name}}
-        self.video_labels: dict[str, dict[int, str]] = {"reference": {}, "generated": {}}
         self._identity: dict[str, Any] | None = None
         self.reset()
 
@@ -213,13 +97,15 @@ class FVD(Metric):
             if not path.is_file():
                 if os.sep in spec or spec.endswith((".pt", ".pth", ".pkl")):
                     raise FileNotFoundError(f"FVD detector file not found: {spec}")
-                from videxp.weights import get_path  # a registered weights name
-
-                path = get_path(spec)
+                path = get_path(spec)  # a registered weights name
             self._detector = load_detector(
                 path, kind=self.detector_kind, device=self.device, batch_size=self.batch_size
             )
         return self._detector
+
+    def prepare(self) -> None:
+        """Load the detector now: missing weights fail before any video is read."""
+        self.detector  # noqa: B018 - the property loads it
 
     def settings(self) -> dict[str, Any]:
         """Protocol name, every resolved protocol setting, and the detector identity (if loaded)."""
@@ -268,6 +154,11 @@ class FVD(Metric):
             return None
         suffix = f"_trial{trial}" if self.protocol["trials"] > 1 else ""
         return self.cache_dir / f"real_{key[:32]}{suffix}.npz"
+
+    def reference_cached(self) -> bool:
+        """Whether every trial's reference statistics are on disk for the identity set last."""
+        paths = [self.cache_path(t) for t in range(self.protocol["trials"])] if self.use_cache else [None]
+        return all(p is not None and p.is_file() for p in paths)
 
     def _check_cache(self) -> None:
         """On the first update after an identity is set, load the cached reference statistics if any."""
@@ -430,22 +321,6 @@ class FVD(Metric):
             self._fake.setdefault(key, FeatureStats()).update(feats[row : row + 1])
         self._scored_frames["fake"].add(tuple(frames[positions].tolist()))
 
-    def update(
-        self,
-        pred: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        video_index: Sequence[int] | torch.Tensor | np.ndarray,
-        sample_index: Sequence[int] | torch.Tensor | np.ndarray,
-        frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
-    ) -> None:
-        """Fakes from `pred`; reals from `target`, once per video index (samples share their reference)."""
-        video, sample, frame = check_video_batch(
-            pred, target, video_index, sample_index, frame_index, check_values=False
-        )
-        self.update_real(target, video_index=video, frame_index=frame)
-        self.update_fake(pred, video_index=video, sample_index=sample, frame_index=frame)
-
     # ----------------------------------------------------------------- result
 
     @property
@@ -551,6 +426,45 @@ class FVD(Metric):
         self._save_cache()
         return result
 
+    # ----------------------------------------------------------------- partial state (generated side)
+
+    def save_state(self, folder: str | os.PathLike, name: str) -> dict[str, Any]:
+        """The generated side's statistics as `<folder>/<name>.fake-<key>.npz` (the reference side is
+        computed once by whoever merges, or read from the cache)."""
+        files = {}
+        for key, stats in self._fake.items():
+            files[str(key)] = f"{name}.fake-{key}.npz"
+            stats.save(Path(folder) / files[str(key)])
+        return {
+            "kind": "distribution",
+            "files": files,
+            "skipped": self._fake_skipped,
+            "scored_frames": [list(f) for f in sorted(self._scored_frames["fake"])],
+        }
+
+    def merge_saved(self, parts: Sequence[tuple[Path, Mapping[str, Any]]]) -> bool:
+        """Merge the parts' generated-side statistics; False (nothing changed) when the protocol's
+        per-trial capacity or arrival-order rules make merged sums differ from one process's."""
+        merged: dict[int, FeatureStats] = {}
+        skipped = 0
+        frames: set[tuple[int, ...]] = set()
+        for folder, info in parts:
+            skipped += info["skipped"]
+            frames |= {tuple(f) for f in info["scored_frames"]}
+            for key, file in info["files"].items():
+                merged.setdefault(int(key), FeatureStats()).merge(FeatureStats.load(Path(folder) / file))
+        p = self.protocol
+        counts = {k: s.count for k, s in merged.items()}
+        exact = skipped == 0 and all(n <= p["num_fake"] for n in counts.values())
+        if not p["per_sample"]:
+            exact = exact and p["trials"] == 1 and set(counts) <= {0}
+        if not exact:
+            return False
+        self._fake = merged
+        self._fake_count = sum(counts.values()) if not p["per_sample"] else 0
+        self._scored_frames["fake"] = frames
+        return True
+
     def _save_cache(self) -> None:
         """Store freshly computed reference statistics under `cache_path()` (no-op on a hit)."""
         if self._real_from_cache or len(self._real) != self.protocol["trials"]:
@@ -569,11 +483,3 @@ class FVD(Metric):
                 trial=trial,
             )
             stats.save(path)
-
-
-def default_protocols() -> dict[str, dict[str, Any]]:
-    """The presets of `conf/metric/fvd.yaml` (the config is the source; read from the packaged file)."""
-    import yaml
-
-    conf = Path(__file__).resolve().parents[1] / "conf" / "metric" / "fvd.yaml"
-    return dict(yaml.safe_load(conf.read_text())["protocols"])

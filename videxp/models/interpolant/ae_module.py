@@ -10,6 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from videxp.callbacks.sample_metrics import SampleMetrics
 from videxp.models.interpolant.ae_losses import AutoencoderLoss
 from videxp.models.interpolant.checkpoints import (
     build_autoencoder,
@@ -221,6 +222,4 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Swap the video-sampling validation callback for a disabled one: an autoencoder samples nothing."""
-        from videxp.callbacks.sample_metrics import SampleMetrics
-
         return [SampleMetrics(num_videos=0, inference={})]

@@ -19,8 +19,11 @@ from torch.utils.data import DataLoader
 from videxp.inference.generator import Generator
 from videxp.inference.loop import run_sampling, sample_name
 from videxp.models.loading import build_module, device_from
+from videxp.scoring.samples import score_samples
+from videxp.scoring.selection import build_metrics, evaluate_settings
 from videxp.utils.io import atomic_path, write_json
 from videxp.utils.provenance import provenance
+from videxp.workflows.base import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,6 @@ def finetune_one(cfg: DictConfig, module: L.LightningModule, item: dict[str, Any
 def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
     """(1) baselines for every video with the base weights; (2) per video: restore the base weights, fine-tune
     on that clip, generate its continuation; (3) score both arms against the clips. Resumable per video."""
-    from videxp.evaluate import build_metrics, evaluation_config, run_samples
-
     nf = cfg.naive_finetune
     out = Path(nf.out_dir)
     build_metrics(cfg)  # fail now, not after hours of fine-tuning, when a metric's weights are missing
@@ -163,11 +164,11 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
     base.restore()  # leave the module as it was given
 
     results = {}
+    settings = evaluate_settings(cfg)
     for arm in ARMS:
-        ecfg = evaluation_config(
-            cfg, eval_dir=str(out / arm / "samples"), evaluate={"out_dir": str(out / arm)}
+        results[arm] = score_samples(
+            out / arm / "samples", build_metrics(cfg), settings, out / arm, device, extra={"label": arm}
         )
-        results[arm] = run_samples(ecfg, build_metrics(cfg), extra={"label": arm})
     summary = write_tables(out, results)
     summary["base_checksum"] = base.checksum
     write_json(out / "naive_finetune.json", summary)
@@ -207,3 +208,12 @@ def write_tables(out: Path, results: dict[str, dict[str, dict[str, Any]]]) -> di
         "per_video": str(out / "per_video.csv"),
         "metrics_files": {arm: str(out / arm / "metrics.json") for arm in ARMS},
     }
+
+
+class NaiveFinetune(Workflow):
+    """experiment=naive_finetune: videxp-sample runs both arms and scores them (no separate evaluation)."""
+
+    name = "naive_finetune"
+
+    def sample(self, cfg: DictConfig) -> dict[str, Any]:
+        return run_naive_finetune(cfg)

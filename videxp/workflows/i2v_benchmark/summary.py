@@ -1,4 +1,4 @@
-"""Benchmark evaluation: each method's generated videos vs the reference clips, and the comparison summary."""
+"""The benchmark's evaluation step: each method's generated videos vs the reference clips, and the summary."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from videxp import compare
-from videxp.benchmark.inputs import BENCHMARK_JSON, GENERATED_DIR, METHODS_DIR, REFERENCE_DIR
-from videxp.metrics import Metric
+from videxp.metrics.base import Metric
+from videxp.models.loading import device_from
+from videxp.scoring.folders import score_folders
+from videxp.scoring.selection import evaluate_settings
 from videxp.utils.io import write_json
+from videxp.workflows.i2v_benchmark.inputs import BENCHMARK_JSON, GENERATED_DIR, METHODS_DIR, REFERENCE_DIR
 
 # W1's reading of FVD values (its benchmark README): upper bound -> band
 FVD_BANDS = ((50.0, "exceptional"), (100.0, "excellent"), (300.0, "good"), (500.0, "moderate"))
@@ -31,8 +34,6 @@ def evaluate_method(
     cfg: DictConfig, metrics: dict[str, Metric], method: str, out_dir: Path
 ) -> dict[str, Any]:
     """Score generated_videos/<method> against reference_videos with `metrics`; report into `out_dir`."""
-    from videxp.evaluate import evaluation_config, run_folders
-
     root = Path(cfg.benchmark.root)
     fake_dir = root / GENERATED_DIR / method
     if not fake_dir.is_dir():
@@ -40,14 +41,19 @@ def evaluate_method(
             f"{fake_dir}: no generated videos for method {method!r}; run "
             f"videxp-sample experiment=i2v_benchmark model={method} first"
         )
-    sub = evaluation_config(
-        cfg, real_dir=str(root / REFERENCE_DIR), fake_dir=str(fake_dir), evaluate={"out_dir": str(out_dir)}
-    )
     extra = {"label": method, "benchmark": str(root.resolve())}
     method_json = root / METHODS_DIR / method / "method.json"
     if method_json.is_file():
         extra["timing"] = json.loads(method_json.read_text())["timing"]
-    results = run_folders(sub, metrics, extra=extra)
+    results = score_folders(
+        root / REFERENCE_DIR,
+        fake_dir,
+        metrics,
+        evaluate_settings(cfg),
+        out_dir,
+        device_from(cfg.device),
+        extra,
+    )
     return {"results": results, "out_dir": out_dir}
 
 

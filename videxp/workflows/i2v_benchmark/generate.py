@@ -1,4 +1,4 @@
-"""videxp-sample experiment=i2v_benchmark: one video per starting frame with one method, then its metrics."""
+"""The benchmark's sampling step: one video per starting frame with one method, exported, then scored."""
 
 from __future__ import annotations
 
@@ -8,14 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from videxp.benchmark.inputs import GENERATED_DIR, METHODS_DIR, StartingFrames, prepare_inputs, read_rows
 from videxp.inference.loop import MANIFEST, run_sampling
 from videxp.models.loading import build_generator, device_from
+from videxp.scoring.selection import build_metrics
 from videxp.utils.io import write_json
 from videxp.utils.provenance import provenance
 from videxp.video import read_video, write_video
+from videxp.workflows.i2v_benchmark.inputs import (
+    GENERATED_DIR,
+    METHODS_DIR,
+    StartingFrames,
+    prepare_inputs,
+    read_rows,
+)
+from videxp.workflows.i2v_benchmark.summary import evaluate_method
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +36,6 @@ def method_name(cfg: DictConfig) -> str:
     """`benchmark.method`, else the `model` group's choice of this Hydra run (model=wan -> wan)."""
     if cfg.benchmark.get("method"):
         return str(cfg.benchmark.method)
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized():
         choice = HydraConfig.get().runtime.choices.get("model")
         if choice:
@@ -102,8 +109,6 @@ def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
     merged = apply_method_settings(cfg, method)
     metrics = None
     if b.evaluate:  # build the metrics first: missing detector weights fail before hours of generation
-        from videxp.evaluate import build_metrics
-
         metrics = build_metrics(cfg)
     root = Path(b.root)
     inputs = prepare_inputs(cfg)
@@ -166,7 +171,5 @@ def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
     )
     print(f"{method}: {summary['written']} generated, {exported} exported to {generated_dir}")
     if metrics is not None:
-        from videxp.benchmark.summary import evaluate_method
-
         evaluate_method(cfg, metrics, method, Path(cfg.paths.output_dir))
     return {**summary, "method": method, "generated_dir": str(generated_dir), "timing": timing}

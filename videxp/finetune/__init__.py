@@ -1,1 +1,0 @@
-"""Per-video fine-tuning experiments (experiment=naive_finetune)."""

@@ -1,0 +1,1 @@
+"""The jobs behind videxp-sample and videxp-evaluate: the standard one and the research workflows."""
