@@ -19,10 +19,10 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from videxp.data.clips import ClipSampler
 from videxp.data.datamodule import ClipDataset
+from videxp.data.prepare import run
 from videxp.data.sources import PreparedSource, RawSource, scan_records
 from videxp.data.standins import moving_shapes, write_avi, write_mp4
 from videxp.data.transforms import ClipTransform
-from videxp.prepare import run
 
 VIDEOS, FRAMES, LENGTH, SIZE, BATCH = 24, 120, 16, 128, 8
 

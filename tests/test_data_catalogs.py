@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from videxp.data import clevrer, hmdb51, kth, standins, ucf101, video_folder
-from videxp.data.decode import count_frames, decode_frames, probe
+from videxp.video.decode import count_frames, decode_frames, probe
 
 
 def _ids(records) -> list[str]:

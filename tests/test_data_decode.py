@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 
-from videxp.data.decode import count_frames, decode_frames, probe
 from videxp.data.standins import moving_shapes, write_avi, write_mp4
 from videxp.video import VideoError, read_video
+from videxp.video.decode import count_frames, decode_frames, probe
 
 N = 40
 

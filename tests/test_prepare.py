@@ -17,10 +17,10 @@ from hydra.utils import instantiate
 
 from videxp.data.datamodule import VideoDataModule
 from videxp.data.hdf5 import HDF5Videos, shard_files
+from videxp.data.prepare import PrepareError, run, window_start
 from videxp.data.sources import PREPARED_FORMAT, PreparedSource, RawSource, scan_records
 from videxp.data.standins import HMDB51_SHORT, write_hmdb51, write_kth
 from videxp.data.transforms import ClipTransform
-from videxp.prepare import PrepareError, run, window_start
 from videxp.video import VideoError
 
 FAST = ["workers=0", "progress=false"]

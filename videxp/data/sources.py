@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from videxp.data.decode import decode_frames
 from videxp.data.hdf5 import HDF5Videos
 from videxp.data.records import SPLITS, VideoRecord
 from videxp.video import VideoError, video_info
+from videxp.video.decode import decode_frames
 
 log = logging.getLogger(__name__)
 

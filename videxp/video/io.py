@@ -1,4 +1,4 @@
-"""Video conventions (uint8 [T, H, W, 3] on disk, float [.., T, C, H, W] in [-1, 1] in models) and IO."""
+"""Video conventions (uint8 [T, H, W, 3] on disk, float [.., T, C, H, W] in [-1, 1]), files and grids."""
 
 from __future__ import annotations
 
@@ -16,24 +16,9 @@ import numpy as np
 import torch
 from PIL import GifImagePlugin, Image, ImageDraw, ImageFont, ImageSequence
 
-from videxp.data.decode import decode_frames, stack_frames
 from videxp.errors import VideoError
 from videxp.utils.io import atomic_path, write_npy
-
-__all__ = [
-    "CONTAINER_SUFFIXES",
-    "FRAME_SUFFIXES",
-    "VideoError",
-    "check_video",
-    "ensure_rgb",
-    "make_grid",
-    "read_video",
-    "to_float",
-    "to_uint8",
-    "video_info",
-    "write_grid",
-    "write_video",
-]
+from videxp.video.decode import decode_frames, stack_frames
 
 CONTAINER_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
