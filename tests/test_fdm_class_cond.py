@@ -19,9 +19,7 @@ from videxp.utils.seeding import derive_seed, torch_generator
 
 MANIFEST = Path(__file__).parent / "data" / "fdm_unet_keys_carla.json"
 NET = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,), num_heads=2)
-PRESETS = {
-    "tiny": {"num_channels": 32, "num_res_blocks": 1, "channel_mult": [1, 2], "attention_resolutions": "8"}
-}
+TINY_NET = {"attention_resolutions": "8", "num_heads": 4}  # size tiny with attention at 2x2 and 4 heads
 K = 5  # classes of the tiny conditional nets
 
 
@@ -125,7 +123,7 @@ def test_guidance_is_the_linear_combination(learn_sigma):
 # ----------------------------------------------------------------------------- training
 def _module(**kw) -> FDMModule:
     torch.manual_seed(0)
-    return FDMModule("tiny", PRESETS, image_size=16, max_frames=4, seed=3, **{"num_classes": K, **kw})
+    return FDMModule("tiny", image_size=16, max_frames=4, net=TINY_NET, seed=3, **{"num_classes": K, **kw})
 
 
 def _batch(B: int = 2, labels: list[int] | None = None) -> dict:

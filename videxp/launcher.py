@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ def override_key(override: str) -> str:
 
 def quote(value: Any) -> str:
     """A resolved value as a Hydra override value that parses back to the same string."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     text = str(value)
     if _PLAIN.fullmatch(text) and OverridesParser.create().parse_override(f"k={text}").value() == text:
         return text  # e.g. 2024-01-02_03-04-05 (not 1e3 or true, which would parse as a number or a bool)

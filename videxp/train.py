@@ -9,8 +9,11 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
+from videxp.models.loading import is_lightning_checkpoint, resolve_checkpoint
 from videxp.utils import wandb_run
 
 log = logging.getLogger(__name__)
@@ -32,8 +35,6 @@ def _loggers(cfg: DictConfig) -> list:
 
 def _callbacks(cfg: DictConfig, has_logger: bool) -> list:
     """The configured callbacks; LearningRateMonitor is dropped when no logger would receive the rate."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
-
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not has_logger and any(isinstance(c, LearningRateMonitor) for c in callbacks):
         log.info("no logger configured: learning rate not monitored")
@@ -45,8 +46,6 @@ def _plugins(cfg: DictConfig) -> dict:
     """Under the submitit SLURM launcher, submitit requeues (USR2): Lightning's own SLURM requeue is off."""
     if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
         return {}
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
     configured = list(instantiate(cfg.trainer.plugins)) if cfg.trainer.get("plugins") else []
     return {"plugins": [*configured, SLURMEnvironment(auto_requeue=False)]}
 
@@ -62,8 +61,6 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, str | None]:
         return str(last), None
     if cfg.ckpt_path is None:
         return None, None
-    from videxp.models.loading import is_lightning_checkpoint, resolve_checkpoint
-
     path = resolve_checkpoint(cfg.ckpt_path)
     return (str(path), None) if is_lightning_checkpoint(path) else (None, str(path))
 

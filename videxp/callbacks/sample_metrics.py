@@ -108,7 +108,7 @@ class SampleMetrics(L.Callback):
         runs: list[Any] = [lg.experiment for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
         if not runs:
             return
-        import wandb
+        import wandb  # deferred: only with a wandb logger (heavy import)
 
         try:  # wandb encodes raw frames with moviepy (wandb[media])
             video = wandb.Video(grid.transpose(0, 3, 1, 2), fps=self.fps, format="gif")  # [T, C, H, W]

@@ -24,6 +24,11 @@ from videxp.data import hmdb51, kth
 from videxp.utils.io import atomic_path
 from videxp.weights import ChecksumError, digest_mismatches, download_file, file_digests, is_offline
 
+try:
+    import fcntl  # advisory file locks (POSIX)
+except ImportError:  # pragma: no cover - non-POSIX: downloads run without the lock
+    fcntl = None
+
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "VIDEXP_DATA_MIRROR"  # `<mirror>/<filename>` replaces each archive's URL
@@ -309,9 +314,7 @@ def _urls(archive: Archive, mirror: str | None) -> list[str]:
 @contextlib.contextmanager
 def _lock(folder: Path) -> Iterator[None]:
     """An advisory lock on `<folder>/.lock` (POSIX only; elsewhere no lock)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
+    if fcntl is None:  # pragma: no cover - non-POSIX
         yield
         return
     with open(folder / ".lock", "w") as handle:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import PIL
 from PIL import Image
 
 RESIZE_MODES = ("squash", "center_crop", "random_crop", "none")
@@ -106,7 +107,7 @@ class ClipTransform:
     @staticmethod
     def _build_compose(transforms: list[Any]) -> Any:
         os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no version check over the network
-        import albumentations as A
+        import albumentations as A  # deferred: albumentations is a heavy import
 
         for t in transforms:
             if not isinstance(t, (A.BasicTransform, A.BaseCompose)):
@@ -180,11 +181,9 @@ class ClipTransform:
 
     def settings(self) -> dict[str, Any]:
         """JSON-ready record of everything that changes pixels (for manifests)."""
-        import PIL
-
         aug = []
         if self.augment:
-            import albumentations as A
+            import albumentations as A  # deferred: albumentations is a heavy import
 
             aug = [A.to_dict(t)["transform"] for t in self.augment]
         return {
@@ -207,6 +206,6 @@ class ClipTransform:
 
 
 def _albumentations_version() -> str:
-    import albumentations as A
+    import albumentations as A  # deferred: albumentations is a heavy import
 
     return A.__version__

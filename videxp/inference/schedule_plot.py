@@ -29,6 +29,7 @@ def plot_schedule(
     but unused, and not generated yet. Frames [0, obs_length) count as done before step 0.
     """
     # Imported here so that importing videxp.inference stays cheap; Agg canvas, no pyplot state.
+    # deferred: matplotlib is heavy and only needed when a picture is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure

@@ -51,7 +51,7 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
 
 def hf_cache_dir() -> str:
     """The Hugging Face hub cache folder files are looked up in (`HF_HUB_CACHE` / `HF_HOME`)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # deferred: huggingface_hub is a heavy import
 
     return str(constants.HF_HUB_CACHE)
 
@@ -100,7 +100,7 @@ def load_component(
     if dtype is not None:
         dtype = parse_dtype(dtype)
         try:
-            from transformers import PreTrainedModel
+            from transformers import PreTrainedModel  # deferred: transformers is a heavy import
 
             is_transformers = isinstance(cls, type) and issubclass(cls, PreTrainedModel)
         except ImportError:  # pragma: no cover - transformers is a dependency of the diffusers extras
@@ -114,7 +114,7 @@ def load_component(
         raise ModelNotAvailable(
             _missing_message(pretrained, subfolder, revision, f"{local / subfolder} does not exist")
         )
-    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import errors as hf_errors  # deferred: huggingface_hub is a heavy import
 
     try:
         return cls.from_pretrained(str(local) if local.is_dir() else pretrained, **kwargs)

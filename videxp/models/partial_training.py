@@ -42,7 +42,7 @@ class SavesTrainedOnly:
 def adamw_with_warmup(params: Iterable[torch.nn.Parameter], optim: dict[str, Any]) -> dict[str, Any]:
     """Lightning's optimizer dict: AdamW (lr, betas, weight_decay, eps) with a constant schedule after
     `warmup_steps` linear warm-up steps, stepped every optimizer step."""
-    from transformers import get_constant_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup  # deferred: transformers is a heavy import
 
     opt = torch.optim.AdamW(
         list(params),

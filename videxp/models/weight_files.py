@@ -70,7 +70,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _resolve_hub(repo_id: str, what: str, revision: str | None) -> Path:
     """Download (or find in the cache) the weights of a hub repository; ModelNotAvailable when impossible."""
-    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import errors as hf_errors  # deferred: huggingface_hub is a heavy import
     from huggingface_hub import hf_hub_download
 
     offline = is_offline()

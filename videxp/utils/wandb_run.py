@@ -7,6 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 MODES = ("online", "offline", "disabled")
@@ -24,9 +26,6 @@ def run_id(output_dir: str | Path) -> str:
 
 def _job_name(run_name: str) -> str:
     """run_name, or <run_name>/<job number> for a job of a Hydra sweep."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return f"{run_name}/{HydraConfig.get().job.num}"
     return run_name

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from videxp.utils.seeding import randn_rows
 
@@ -393,8 +394,6 @@ class GaussianDiffusion:
         x = torch.where(obs, x0, x)
         steps = range(len(sched) - 1, -1, -1)
         if progress:
-            from tqdm.auto import tqdm
-
             steps = tqdm(steps)
         for i in steps:
             t = torch.full((B,), i, device=device, dtype=torch.int64)  # [B] chain step

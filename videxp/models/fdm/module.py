@@ -13,26 +13,25 @@ from videxp.models.fdm.batching import build_training_batch, build_window_batch
 from videxp.models.fdm.checkpoint import load_fdm_checkpoint, save_fdm_checkpoint
 from videxp.models.fdm.diffusion import GaussianDiffusion
 from videxp.models.fdm.generator import FDMGenerator
-from videxp.models.fdm.unet import FDMUNet, as_labels
+from videxp.models.fdm.unet import SIZES, FDMUNet, as_labels
 from videxp.models.partial_training import adamw_with_warmup
 from videxp.utils.seeding import derive_seed, torch_generator
 
 
 def net_config(
     size: str,
-    presets: dict[str, dict],
     image_size: int,
     net: dict | None = None,
     num_classes: int | None = None,
 ) -> dict[str, Any]:
-    """FDM's own config dict (the `config` of its checkpoints) for a named preset plus overrides.
+    """FDM's own config dict (the `config` of its checkpoints) for a named size (`unet.SIZES`) plus overrides.
 
     `num_classes` (class-conditional net) is written into the dict only when set, so an unconditional
     config stays exactly FDM's; it may also come from `net`, but the two must then agree.
     """
-    if size not in presets:
-        raise ValueError(f"unknown FDM size {size!r}; presets: {sorted(presets)}")
-    config = {"image_size": image_size, **presets[size], **(net or {})}  # other keys: FDM's defaults
+    if size not in SIZES:
+        raise ValueError(f"unknown FDM size {size!r}; known: {sorted(SIZES)}")
+    config = {"image_size": image_size, **SIZES[size], **(net or {})}  # other keys: FDM's defaults
     if config.get("channel_mult") is None:
         config.pop("channel_mult", None)  # FDM's rule by image size
     if num_classes is not None:
@@ -62,7 +61,6 @@ class FDMModule(L.LightningModule):
     def __init__(
         self,
         size: str,
-        presets: dict[str, dict],
         image_size: int,
         max_frames: int,
         net: dict | None = None,
@@ -83,7 +81,7 @@ class FDMModule(L.LightningModule):
             raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
         if training_masks not in TRAINING_MASKS:
             raise ValueError(f"training_masks must be one of {TRAINING_MASKS}, got {training_masks!r}")
-        self.fdm_config = net_config(size, presets, image_size, net, num_classes)
+        self.fdm_config = net_config(size, image_size, net, num_classes)
         self.net = FDMUNet.from_fdm_config(self.fdm_config)
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.diffusion = GaussianDiffusion(**(diffusion or {}))

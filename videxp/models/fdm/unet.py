@@ -19,6 +19,23 @@ CHANNEL_MULT_BY_IMAGE_SIZE: dict[int, tuple[int, ...]] = {
     256: (1, 1, 2, 2, 4, 4),
 }
 
+# Named network sizes (`model.size`) in FDM's own config names (its checkpoints' `config` keys); keys left out
+# take FDM's defaults below, and a null channel_mult FDM's rule by image size.
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        num_channels=32, num_res_blocks=1, channel_mult=[1, 2], attention_resolutions="16", num_heads=2
+    ),
+    "small": dict(
+        num_channels=64, num_res_blocks=2, channel_mult=[1, 2, 2], attention_resolutions="16,8", num_heads=4
+    ),
+    "paper64": dict(
+        num_channels=128, num_res_blocks=2, channel_mult=None, attention_resolutions="16,8", num_heads=4
+    ),
+    "carla128": dict(
+        num_channels=128, num_res_blocks=1, channel_mult=None, attention_resolutions="16,8", num_heads=4
+    ),
+}
+
 # FDM's `model_and_diffusion_defaults` for the network keys (used when a config leaves one out)
 FDM_NET_DEFAULTS: dict[str, Any] = {
     "num_channels": 128,

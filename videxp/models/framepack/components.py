@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 # Words of the in-code tokenizers; ids stay below the tiny text encoders' vocab_size (1000).
 _SPECIAL = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}  # bos 0, pad 1, eos 2 as in the tiny configs
 _WORDS = ("a", "an", "the", "of", "video", "clip", "shape", "shapes", "moving", "dance", "monkey", "person")
@@ -64,7 +66,12 @@ def tiny_transformer_config() -> dict[str, Any]:
 
 def _word_tokenizer(max_length: int):
     """A fast WordLevel tokenizer built in code: `<s> words </s>`, padded with `<pad>` (no download)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from tokenizers import (  # deferred: tokenizers is a heavy import
+        Tokenizer,
+        models,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab = {**_SPECIAL, **{w: len(_SPECIAL) + i for i, w in enumerate(_WORDS)}}
@@ -90,13 +97,12 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
     Text is padded as the real model pads it (Llama: `max_sequence_length` 256, CLIP: 77 tokens), and
     the image branch is real: a tiny SigLIP whose hidden size is the transformer's `image_proj_dim`.
     """
-    import torch
-    from diffusers import (
+    from diffusers import (  # deferred: diffusers is a heavy import
         AutoencoderKLHunyuanVideo,
         FlowMatchEulerDiscreteScheduler,
         HunyuanVideoFramepackTransformer3DModel,
     )
-    from transformers import (
+    from transformers import (  # deferred: transformers is a heavy import
         CLIPTextConfig,
         CLIPTextModel,
         LlamaConfig,

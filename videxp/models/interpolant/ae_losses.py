@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videxp.metrics.lpips import LPIPS
+
 REC_LOSSES = ("l1", "l2")  # pixel reconstruction term
 GAN_LOSSES = ("hinge", "vanilla")  # discriminator objective
 ADAPTIVE_MAX = 1e4  # taming clamps the adaptive weight to [0, 1e4]
@@ -110,8 +112,6 @@ def perceptual_network(
     Built through `videxp.metrics.lpips.LPIPS`, so the backbone file is found (or downloaded) and
     checked exactly as for the metric; offline runs without the file raise `WeightsMissingError`.
     """
-    from videxp.metrics.lpips import LPIPS  # deferred: importing lpips pulls in torchvision
-
     return LPIPS(net=net, backbone_path=backbone_path, download=download).model
 
 

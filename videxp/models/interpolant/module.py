@@ -14,6 +14,7 @@ from videxp.models.interpolant.checkpoints import build_autoencoder, load_autoen
 from videxp.models.interpolant.flow_transformer import FlowTransformer
 from videxp.models.interpolant.generator import InterpolantGenerator
 from videxp.models.interpolant.interpolants import build_interpolant, regression_loss, sample_times
+from videxp.models.interpolant.latent_cache import LatentDataModule
 from videxp.utils.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def pick_frames(num_frames: int, batch: int, g: torch.Generator) -> tuple[torch.
 
 def lr_schedule(optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, total_steps: int, **kw: Any):
     """transformers' schedules with linear warm-up: RIVER polynomial (power 0.5), PFI constant, or cosine."""
-    from transformers import (
+    from transformers import (  # deferred: transformers is a heavy import
         get_constant_schedule_with_warmup,
         get_cosine_schedule_with_warmup,
         get_polynomial_decay_schedule_with_warmup,
@@ -135,8 +136,6 @@ class InterpolantModule(L.LightningModule):
         """Training from cached latents when `latent_cache` is set (built on first use); pixels otherwise."""
         if self.latent_cache is None:
             return datamodule
-        from videxp.models.interpolant.latent_cache import LatentDataModule
-
         self.ensure_autoencoder()
         return LatentDataModule(datamodule, self.latent_cache, self.autoencoder)
 

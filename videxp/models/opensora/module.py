@@ -165,7 +165,7 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
 
     def _add_lora(self) -> None:
         """peft LoRA on the STDiT3's target modules; every other weight frozen (B = 0: starts at the base)."""
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig, inject_adapter_in_model  # deferred: peft is a heavy import
 
         c = self.lora_cfg
         config = LoraConfig(

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from videxp.models.diffusers_loading import load_component, parse_dtype
+from videxp.models.wan.components import tiny_tokenizer
 
 T5_ID = "DeepFloyd/t5-v1_1-xxl"  # Open-Sora v1.3's text encoder (4096 channels)
 TINY_T5 = dict(d_ff=37, d_kv=8, num_heads=4, num_layers=2)  # with d_model = the STDiT3's caption_channels
@@ -31,12 +32,14 @@ class T5TextEncoder(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        from transformers import AutoTokenizer, T5Config, T5EncoderModel
+        from transformers import (  # deferred: transformers is a heavy import
+            AutoTokenizer,
+            T5Config,
+            T5EncoderModel,
+        )
 
         self.max_length = int(max_length)
         if size == "tiny":
-            from videxp.models.wan.components import tiny_tokenizer
-
             self.tokenizer = tiny_tokenizer()
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)

@@ -77,7 +77,7 @@ def tiny_transformer_config() -> dict[str, Any]:
 
 def tiny_tokenizer():
     """A word-level fast tokenizer built in code (no download), padding to `TEXT_LEN` tokens."""
-    import tokenizers
+    import tokenizers  # deferred: tokenizers is a heavy import
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
@@ -102,7 +102,11 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
     transformer with the image-attention projections (`added_kv_proj_dim`); text is padded to 512
     tokens by the pipeline (`max_sequence_length=512`), so the 512-token image/text split is right.
     """
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from diffusers import (  # deferred: diffusers is a heavy import
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanTransformer3DModel,
+    )
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,

@@ -8,8 +8,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
-from videxp.models.diffusers_loading import frames_to_pil, merge_settings, resize_frames
+from videxp.models.diffusers_loading import frames_to_pil, merge_settings, parse_dtype, resize_frames
 from videxp.models.partial_training import ClipsToMaxNorm, SavesTrainedOnly, adamw_with_warmup
 from videxp.models.wan.components import TEXT_LEN
 from videxp.models.wan.generator import DEFAULT_PRETRAINED, WanGenerator
@@ -132,9 +133,7 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
 
     def _add_lora(self) -> None:
         """peft LoRA on the transformer's target modules; only its A/B matrices are trainable."""
-        from peft import LoraConfig
-
-        from videxp.models.diffusers_loading import parse_dtype
+        from peft import LoraConfig  # deferred: peft is a heavy import
 
         c = self.lora
         self.lora_config = LoraConfig(
@@ -163,7 +162,7 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         """The LoRA in peft/diffusers naming, no adapter name (`blocks.0.attn1.to_q.lora_A.weight`)."""
-        from peft.utils import get_peft_model_state_dict
+        from peft.utils import get_peft_model_state_dict  # deferred: peft is a heavy import
 
         return get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER)
 
@@ -173,7 +172,7 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         Keys are `transformer.<module>.lora_{A,B}.weight` with the LoRA config as metadata, so
         `WanImageToVideoPipeline.load_lora_weights(path)` applies it to a fresh pipeline.
         """
-        from diffusers import WanImageToVideoPipeline
+        from diffusers import WanImageToVideoPipeline  # deferred: diffusers is a heavy import
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -189,8 +188,7 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
     def load_adapter(self, path: str | Path) -> None:
         """Load a LoRA written by `save_adapter` (the folder or the .safetensors file) into this module's
         adapter; its keys and shapes (rank) must match the configured LoRA exactly."""
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
+        from peft.utils import set_peft_model_state_dict  # deferred: peft is a heavy import
 
         path = Path(path)
         file = path / ADAPTER_FILE if path.is_dir() else path
@@ -223,7 +221,7 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
     def reset_to_base(self, seed: int | None = None) -> None:
         """Re-initialise the LoRA (B = 0, A redrawn from `seed`, default the module seed): the transformer
         computes exactly the base model again. A following `Trainer.fit` builds a fresh optimizer."""
-        from peft.tuners.lora import LoraLayer
+        from peft.tuners.lora import LoraLayer  # deferred: peft is a heavy import
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed if seed is None else seed, 7))
@@ -267,7 +265,9 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
     def conditions(self, video: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Frozen inputs of one batch [B, T, 3, h, w]: latents [B, 16, t, h/8, w/8], condition (mask +
         first-frame latents) [B, 20, t, h/8, w/8], image embeds [B, N, D_img], text embeds [B, 512, D_txt]."""
-        from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
+        from diffusers.pipelines.wan.pipeline_wan_i2v import (
+            retrieve_latents,  # deferred: diffusers is a heavy import
+        )
 
         pipe, dev = self.pipe, self.device
         B, T, _, h, w = video.shape
