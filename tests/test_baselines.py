@@ -10,9 +10,10 @@ import torch
 from conftest import TINY, compose_cfg
 from omegaconf import OmegaConf, open_dict
 
-from videxp import compare, evaluate
+from videxp import evaluate
 from videxp.metrics import PSNR, SSIM
 from videxp.metrics.baselines import Baselines, baseline_prediction
+from videxp.scoring import comparison
 from videxp.utils.io import write_json, write_npy
 
 
@@ -105,8 +106,8 @@ def test_evaluate_writes_baselines_beside_the_model(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "repeat_last" in table.splitlines()[0] and "blank" in table.splitlines()[0]
 
-    comp = compare.run([tmp_path / "eval"], tmp_path / "compare")
-    md = compare.to_markdown(comp, comp["sources"])
+    comp = comparison.compare_runs([tmp_path / "eval"], tmp_path / "compare")
+    md = comparison.to_markdown(comp, comp["sources"])
     assert "*repeat_last (baseline)*" in md and "*blank (baseline)*" in md
 
 

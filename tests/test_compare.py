@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from videxp import compare
+from videxp.scoring import comparison
 
 
 def write_run(root, name: str, fvd: float, psnr: float):
@@ -26,7 +26,7 @@ def write_run(root, name: str, fvd: float, psnr: float):
 def test_compare_two_runs_marks_best_and_gap(tmp_path):
     a = write_run(tmp_path, "framepack", 32.49, 20.0)
     b = write_run(tmp_path, "wan", 40.73, 21.0)
-    comp = compare.run([a, b / "metrics.json"], out=tmp_path / "cmp")
+    comp = comparison.compare_runs([a, b / "metrics.json"], out=tmp_path / "cmp")
     assert comp["metrics"]["fvd"]["best"] == "framepack"  # lower is better (from the result)
     assert comp["metrics"]["psnr"]["best"] == "wan"  # higher is better (default table)
     assert comp["summary"].startswith("fvd: framepack 32.49 vs wan 40.73 — 20.2% better")
@@ -57,9 +57,9 @@ def test_cli_names_and_errors(tmp_path):
     )
     assert "x 10 vs y 12 — 16.7% better" in out.stdout
     with pytest.raises(ValueError, match="2 names for 1 runs"):
-        compare.run([a], names=["p", "q"])
+        comparison.compare_runs([a], names=["p", "q"])
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
-        compare.run([tmp_path / "missing"])
+        comparison.compare_runs([tmp_path / "missing"])
 
 
 def write_job(sweep, num: int, overrides: list[str], psnr: float, curve: list[float]):
@@ -82,7 +82,7 @@ def test_sweep_folder_rows_by_overrides_and_mean_over_seeds(tmp_path):
     }
     for num, ((model, seed), v) in enumerate(values.items()):
         write_job(sweep, num, [f"model={model}", f"seed={seed}", "dataset=kth"], v, [v, v - 1, v - 2])
-    comp = compare.run([tmp_path / "multirun"], out=tmp_path / "cmp")
+    comp = comparison.compare_runs([tmp_path / "multirun"], out=tmp_path / "cmp")
     assert comp["runs"] == ["model=fdm", "model=interpolant"]  # dataset=kth is common: not in the name
     psnr = comp["metrics"]["psnr"]
     assert psnr["values"]["model=fdm"] == pytest.approx(22.0)
@@ -94,7 +94,7 @@ def test_sweep_folder_rows_by_overrides_and_mean_over_seeds(tmp_path):
     assert rows[1].startswith("model=fdm,3,22.0,") and rows[1].endswith("model=fdm seed=0 dataset=kth")
     assert (tmp_path / "cmp" / "comparison_curves.png").stat().st_size > 0
     assert "(3 seeds, mean ± s.e.)" in (tmp_path / "cmp" / "comparison.md").read_text()
-    separate = compare.run([sweep], out=tmp_path / "cmp2", group_seeds=False)
+    separate = comparison.compare_runs([sweep], out=tmp_path / "cmp2", group_seeds=False)
     assert separate["runs"][:2] == ["model=fdm,seed=0", "model=fdm,seed=1"]  # one row per job
     with pytest.raises(FileNotFoundError, match="folder of runs"):
-        compare.run([tmp_path / "cmp" / "nothing_here"])
+        comparison.compare_runs([tmp_path / "cmp" / "nothing_here"])

@@ -11,10 +11,11 @@ import torch
 from conftest import compose_cfg
 from PIL import Image
 
-from videxp import compare, evaluate, sample
+from videxp import evaluate, sample
 from videxp.data.standins import write_hmdb51
 from videxp.metrics.detector import fixture_weights
 from videxp.metrics.i3d import InceptionI3d
+from videxp.scoring import comparison
 from videxp.video import read_video
 from videxp.workflows.i2v_benchmark.generate import output_frames, playback_speed
 from videxp.workflows.i2v_benchmark.summary import fvd_band
@@ -131,7 +132,7 @@ def test_per_method_metrics_and_comparison_summary(bench):
     for name in ("comparison.md", "comparison.json", "comparison.png"):
         assert (tmp / "runs" / "evaluate" / name).is_file()
     # videxp-compare over the sample runs' folders names rows by method
-    comp = compare.run([tmp / "runs" / "wan", tmp / "runs" / "framepack"], out=tmp / "cmp")
+    comp = comparison.compare_runs([tmp / "runs" / "wan", tmp / "runs" / "framepack"], out=tmp / "cmp")
     assert comp["runs"] == ["wan", "framepack"]
 
 

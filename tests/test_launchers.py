@@ -20,8 +20,8 @@ from hydra.types import HydraContext, RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from videxp import compare
 from videxp.launcher import PinningMixin
+from videxp.scoring import comparison
 from videxp.video import write_video
 
 
@@ -138,6 +138,6 @@ def test_local_submitit_sweep_runs_and_compares(tmp_path):
     overrides = (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
     assert "run_name=sweep" in overrides  # pinned (here: the value given on the command line)
     # a multirun folder: one row per job, named by its overrides
-    comp = compare.run([sweep], out=tmp_path / "cmp")
+    comp = comparison.compare_runs([sweep], out=tmp_path / "cmp")
     assert len(comp["runs"]) == 2, comp["runs"]
     assert len(set(comp["metrics"]["psnr"]["values"])) == 2

@@ -11,9 +11,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from videxp import compare
 from videxp.metrics.base import Metric
 from videxp.models.loading import device_from
+from videxp.scoring.comparison import compare_runs
 from videxp.scoring.folders import score_folders
 from videxp.scoring.selection import evaluate_settings
 from videxp.utils.io import write_json
@@ -84,7 +84,7 @@ def evaluate_benchmark(cfg: DictConfig, make_metrics: Callable[[], dict[str, Met
 def write_summary(out_dir: Path, root: Path, runs: dict[str, Path]) -> dict[str, Any]:
     """benchmark_summary.json (W1 fields: timestamp, reference dir, per method fvd / num_videos / output
     file, plus every metric and W1's FVD band) and the comparison table, markdown and plot."""
-    comp = compare.run([runs[m] for m in runs], out=out_dir, names=list(runs))
+    comp = compare_runs([runs[m] for m in runs], out=out_dir, names=list(runs))
     inputs = json.loads((root / BENCHMARK_JSON).read_text())
     methods: dict[str, Any] = {}
     for method, folder in runs.items():
