@@ -11,6 +11,7 @@ from conftest import compose_cfg
 from omegaconf import OmegaConf
 
 from videxp import sample
+from videxp.inference.loop import plan_sampling
 from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir
 from videxp.models.framepack.generator import FramePackGenerator
 
@@ -143,8 +144,9 @@ def test_request_errors(tiny):
 
 def test_inference_plan_checked_before_loading():
     plan = {"name": "autoreg", "video_length": 8, "obs_length": 1, "step_size": 4, "max_frames": None}
+    generator = FramePackGenerator(size="full", device="cpu")  # weights load on first use
     with pytest.raises(ValueError, match="inference.max_frames = inference.step_size \\+ 1"):
-        FramePackGenerator(size="full", device="cpu", plan=plan)  # raises before any hub lookup
+        plan_sampling(generator, plan)  # the loop hands over the schedule: raises before any hub lookup
 
 
 def test_last_image_only_with_the_inverted_checkpoint(tiny):
@@ -211,15 +213,16 @@ def test_full_transformer_conformance_on_meta():
 def test_full_config_composes_with_upstream_defaults(tmp_path):
     cfg = compose_cfg("sample", ["model=framepack", "model.variant=f1"], tmp_path)
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    assert model["size"] == "full" and model["fps"] == 30 and model["plan"]["name"] == "autoreg"
+    assert model["size"] == "full" and model["fps"] == 30 and cfg.inference.name == "autoreg"
+    assert "plan" not in model  # the schedule reaches the generator through the sampling loop
     assert model["sampling"]["steps"] == 25 and model["sampling"]["guidance_scale"] == 10.0
     assert model["sampling"]["latent_window_size"] == 9 and model["dtypes"]["transformer"] == "bf16"
 
 
 def test_offline_missing_model_names_id_and_cache():
     with pytest.raises(ModelNotAvailable) as err:
-        FramePackGenerator(size="full", device="cpu")
+        FramePackGenerator(size="full", device="cpu").pipe  # noqa: B018 - the weights load on first use
     message = str(err.value)
     assert "lllyasviel/FramePackI2V_HY" in message and hf_cache_dir() in message
     with pytest.raises(ModelNotAvailable, match="no/such-framepack"):
-        FramePackGenerator(size="full", device="cpu", transformer_id="no/such-framepack")
+        FramePackGenerator(size="full", device="cpu", transformer_id="no/such-framepack").pipe  # noqa: B018

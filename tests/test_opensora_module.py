@@ -190,6 +190,7 @@ def test_videxp_train_then_sample_from_the_checkpoint(tmp_path):
         "dataset.batch_size=1",
         "dataset.source.num_videos={train: 4, val: 2, test: 2}",
         "inference.obs_length=8",
+        "model.training.condition_frames=8",  # train with the observed frames sampling conditions on
         "inference.step_size=9",
         "trainer.accelerator=cpu",
         "trainer.max_steps=2",

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from videxp.inference import STRATEGIES, Strategy, build_strategy, plot_schedule
-from videxp.inference.strategies import ScheduleError, Step, schedule
+from videxp.inference.generator import Capabilities, Generator
+from videxp.inference.strategies import ScheduleError, Step, schedule, schedule_for
 
 FIXTURE = Path(__file__).parent / "data" / "fdm_strategies.json"
 CASES = json.loads(FIXTURE.read_text())
@@ -243,3 +244,72 @@ def test_plot_rejects_out_of_range_indices(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"step 0 has frame indices \[12\]"):
         plot_schedule([([0], [12])], 10, 1, tmp_path / "bad.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_schedule_for_reads_the_resolved_inference_settings() -> None:
+    params = {"name": "hierarchy-2", "video_length": 30, "obs_length": 4, "max_frames": 10, "step_size": 5}
+    assert schedule_for(params) == schedule(
+        "hierarchy-2", video_length=30, obs_length=4, max_frames=10, step_size=5
+    )
+    with pytest.raises(ValueError, match="lack \\['max_frames'\\].*resolve_inference"):
+        schedule_for({**params, "max_frames": None})
+
+
+class _Recorder(Generator):
+    """Copies the last observed frame; records what the sampling loop hands over and asks, in order."""
+
+    def __init__(self, max_frames: int = 6) -> None:
+        self.capabilities = Capabilities(max_frames=max_frames)
+        self.events: list[tuple] = []
+        self.calls: list[int] | None = None
+
+    def accept_schedule(self, steps, *, video_length, obs_length):
+        self.events.append(("schedule", [tuple(map(tuple, s)) for s in steps], video_length, obs_length))
+        self.calls = sorted({len(target) for _, target in steps})
+
+    def generate(self, frames, observed, target, cond, seeds):
+        self.events.append(("generate", tuple(observed), tuple(target)))
+        return frames[:, -1:].expand(-1, len(target), -1, -1, -1).clone()
+
+    def describe(self):
+        self.events.append(("describe",))
+        return {**super().describe(), "effective": self.calls}
+
+
+def test_the_loop_hands_the_whole_schedule_over_once_then_records_describe(tmp_path: Path) -> None:
+    import torch
+
+    from videxp.inference.loop import run_sampling
+
+    videos = [{"video": torch.rand(8, 1, 4, 4) * 2 - 1, "video_id": f"v{i}"} for i in range(3)]
+    inference = {"name": "autoreg", "video_length": 8, "obs_length": 2, "step_size": 4, "max_frames": None}
+    gen = _Recorder()
+    summary = run_sampling(
+        gen, videos, inference=inference, out_dir=tmp_path, batch_size=2, video_format="none",
+        grid_videos=0, manifest={"model": {"arm": "x"}}, schedule_png=True,
+    )  # fmt: skip
+    steps = schedule("autoreg", video_length=8, obs_length=2, max_frames=6, step_size=4)
+    assert gen.events[0] == ("schedule", [tuple(map(tuple, s)) for s in steps], 8, 2)
+    assert gen.events[1] == ("describe",)  # after the hand-over, before any call
+    assert [e[0] for e in gen.events[2:]] == ["generate"] * (2 * len(steps))  # 2 batches, no second hand-over
+    model = json.loads((tmp_path / "samples" / "manifest.json").read_text())["model"]
+    assert model["effective"] == [2, 4] and model["arm"] == "x"  # describe() with the caller's entries
+    assert summary["manifest"]["inference"]["max_frames"] == 6
+    assert (tmp_path / "schedule.png").stat().st_size > 0
+
+
+def test_a_rejected_schedule_fails_before_any_call(tmp_path: Path) -> None:
+    import torch
+
+    from videxp.inference.loop import run_sampling
+
+    class Refuses(_Recorder):
+        def accept_schedule(self, steps, *, video_length, obs_length):
+            raise ValueError("cannot run this schedule")
+
+    gen = Refuses()
+    videos = [{"video": torch.zeros(8, 1, 4, 4), "video_id": "v0"}]
+    inference = {"name": "autoreg", "video_length": 8, "obs_length": 2, "step_size": 4, "max_frames": None}
+    with pytest.raises(ValueError, match="cannot run this schedule"):
+        run_sampling(gen, videos, inference=inference, out_dir=tmp_path, video_format="none")
+    assert gen.events == [] and not (tmp_path / "samples").exists()

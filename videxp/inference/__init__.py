@@ -2,6 +2,7 @@
 
 from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.strategies import (
+    SETTINGS,
     STRATEGIES,
     ScheduleError,
     Step,
@@ -9,9 +10,11 @@ from videxp.inference.strategies import (
     build_strategy,
     register,
     schedule,
+    schedule_for,
 )
 
 __all__ = [
+    "SETTINGS",
     "STRATEGIES",
     "ScheduleError",
     "Step",
@@ -20,4 +23,5 @@ __all__ = [
     "plot_schedule",
     "register",
     "schedule",
+    "schedule_for",
 ]

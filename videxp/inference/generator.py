@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from videxp.inference.strategies import Step
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,20 @@ class Generator(ABC):
         seeds: list[int],
     ) -> torch.Tensor:  # [B, T_target, C, H, W] in [-1, 1]
         ...
+
+    def accept_schedule(  # noqa: B027 - an optional hook: the default accepts any schedule
+        self, steps: Sequence[Step], *, video_length: int, obs_length: int
+    ) -> None:
+        """Take the whole schedule of the coming sampling run, before its first `generate` call.
+
+        The sampling loop (`videxp.inference.loop.plan_sampling`) calls this once per run, after
+        `resolve_inference` checked the settings against `capabilities` (max_frames, strategies), with
+        every (observed, target) step the strategy will request of each video, in order; `obs_length`
+        frames of the `video_length` are given. Raise ValueError for a schedule this generator cannot
+        run, so the run fails before any video is generated (and, where weights load lazily, before
+        they load). Per-call plans worth recording belong in `describe()`, which the loop takes after
+        this call. The default accepts any schedule; each request is still checked by `generate`.
+        """
 
     def describe(self) -> dict[str, Any]:
         """Settings to record in the sample manifest (checkpoint, sampler, steps, ...)."""

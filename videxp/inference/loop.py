@@ -14,8 +14,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from videxp.inference.generator import Generator
+from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.shards import Plan, batch_blocks, plan_shard
-from videxp.inference.strategies import build_strategy
+from videxp.inference.strategies import Step, schedule_for
 from videxp.utils.io import write_json, write_npy
 from videxp.utils.locks import unlock, wait_lock
 from videxp.utils.seeding import derive_seed
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 PARTS = "manifest.parts"  # samples/manifest.parts/<run_id>/shard-<k>-of-<n>.json: one per shard
 MERGE_LOCK_STALE_S = 120.0  # a manifest merge lock older than this (or of a dead local pid) is broken
-__all__ = ["batch_blocks", "run_sampling", "sample_name", "MANIFEST"]
+SCHEDULE_PNG = "schedule.png"
+__all__ = ["batch_blocks", "plan_sampling", "run_sampling", "sample_name", "MANIFEST"]
 # manifest entries that must agree before new samples join an existing folder
 _IDENTITY_KEYS = ("dataset", "split", "inference", "model", "checkpoint", "seed")
 
@@ -48,6 +50,21 @@ def resolve_inference(params: dict[str, Any], generator: Generator) -> dict[str,
     return params
 
 
+def plan_sampling(generator: Generator, inference: dict[str, Any]) -> tuple[dict[str, Any], list[Step]]:
+    """Start a sampling run: the inference settings resolved against `generator`, and the strategy's whole
+    schedule, computed once and handed to the generator (`Generator.accept_schedule`), which may reject it.
+
+    Returns (resolved settings, steps). Take `generator.describe()` only after this: it may record the
+    per-call plans the generator made from the schedule.
+    """
+    params = resolve_inference(inference, generator)
+    steps = schedule_for(params)
+    generator.accept_schedule(
+        steps, video_length=int(params["video_length"]), obs_length=int(params["obs_length"])
+    )
+    return params, steps
+
+
 def complete_videos(
     generator: Generator,
     videos: torch.Tensor,  # [B, T, C, H, W] in [-1, 1]: real videos; only the observed prefix is read
@@ -56,21 +73,19 @@ def complete_videos(
     video_indices: Sequence[int],
     sample_index: int,
     cond: dict[str, Any] | None = None,
+    steps: Sequence[Step] | None = None,
 ) -> torch.Tensor:  # [B, T, C, H, W]: the observed prefix copied, every other frame generated
-    """Run one inference strategy to completion for a batch of videos."""
+    """Run one inference strategy to completion for a batch of videos: its `steps` (from `plan_sampling`),
+    or the schedule of the resolved settings `params`."""
     T, n_obs = int(params["video_length"]), int(params["obs_length"])
     if videos.shape[1] < T:
         raise ValueError(f"videos have {videos.shape[1]} frames; inference.video_length is {T}")
     out = torch.zeros_like(videos[:, :T])
     out[:, :n_obs] = videos[:, :n_obs]
-    strategy = build_strategy(
-        params["name"],
-        video_length=T,
-        obs_length=n_obs,
-        max_frames=int(params["max_frames"]),
-        step_size=int(params["step_size"]),
-    )
-    for step, (observed, target) in enumerate(strategy):
+    if steps is None:
+        steps = schedule_for(params)
+    for step, (obs_idx, tgt_idx) in enumerate(steps):
+        observed, target = list(obs_idx), list(tgt_idx)  # the generator gets its own lists
         seeds = [derive_seed(seed, v, sample_index, step) for v in video_indices]
         frames = generator.generate(out[:, observed], observed, target, cond or {}, seeds)
         if frames.shape != (out.shape[0], len(target), *out.shape[2:]):
@@ -183,6 +198,7 @@ def run_sampling(
     num_samples_total: int | None = None,
     num_shards: int = 1,
     shard: int = 0,
+    schedule_png: bool = False,
 ) -> dict[str, Any]:
     """Generate `num_samples` completions of videos [start_index, stop_index) of `dataset`.
 
@@ -192,6 +208,11 @@ def run_sampling(
     With `num_shards` > 1 only shard `shard` of the (video, sample) items is made (see `shards.plan_shard`);
     each shard writes samples/manifest.parts/<run_id>/shard-<k>-of-<n>.json and merges manifest.json
     under a lock, so shards may run concurrently on machines sharing the folder.
+
+    The generator is handed the whole schedule once before the first batch (`plan_sampling`); the
+    manifest's `model` entry is `generator.describe()` taken after that, updated with any `model` entries
+    of `manifest`. With `schedule_png`, a picture of the schedule is written to <out_dir>/schedule.png
+    (once).
     """
     out_dir = Path(out_dir)
     samples_dir, videos_dir = out_dir / "samples", out_dir / "videos"
@@ -199,8 +220,10 @@ def run_sampling(
     if not 0 <= start_index < stop:
         raise ValueError(f"empty video range [{start_index}, {stop}) of a split with {len(dataset)} videos")
     plan = plan_shard(start_index, stop, num_samples, batch_size, num_samples_total, num_shards, shard)
-    params = resolve_inference(inference, generator)
-    manifest = {**(manifest or {}), "inference": params, "seed": seed, "num_samples": num_samples}
+    params, steps = plan_sampling(generator, inference)
+    manifest = dict(manifest or {})
+    manifest["model"] = {**generator.describe(), **(manifest.get("model") or {})}
+    manifest.update(inference=params, seed=seed, num_samples=num_samples)
     check_manifest(samples_dir / MANIFEST, manifest)
     check_parts(samples_dir, manifest, plan)
 
@@ -222,7 +245,7 @@ def run_sampling(
         if all(_complete(p, shape) for p in paths):
             skipped += len(paths)
         else:
-            out = complete_videos(generator, videos, params, seed, list(unit.videos), k, cond)
+            out = complete_videos(generator, videos, params, seed, list(unit.videos), k, cond, steps)
             for v, path, video in zip(unit.videos, paths, to_uint8(out.cpu()), strict=True):  # [T, H, W, C]
                 write_npy(path, video)
                 if video_format != "none":
@@ -252,6 +275,8 @@ def run_sampling(
         name = f"grid_{grid.start:04d}-{grid.stop - 1:04d}.{video_format}"
         if set(grid_items) <= have and (done & set(grid_items) or not (videos_dir / name).is_file()):
             _write_grid(dataset, samples_dir, videos_dir, grid, num_samples, T, video_format, fps)
+    if schedule_png and not (out_dir / SCHEDULE_PNG).is_file():
+        plot_schedule(steps, T, int(params["obs_length"]), out_dir / SCHEDULE_PNG)
     log.info(
         "sampling %s done: %d written, %d already complete, in %s", plan.tag, written, skipped, samples_dir
     )

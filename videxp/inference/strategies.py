@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from numbers import Integral
 from typing import Any, ClassVar, TypeVar
 
@@ -10,6 +10,9 @@ import numpy as np
 
 Step = tuple[list[int], list[int]]
 """One sampling step: (observed frame indices, target frame indices), absolute and 0-based."""
+
+SETTINGS = ("video_length", "obs_length", "max_frames", "step_size")
+"""The inference settings that, with the strategy's `name`, define a schedule."""
 
 STRATEGIES: dict[str, type[Strategy]] = {}
 """Registry: strategy name (as in FDM's `--sampling_scheme`) -> Strategy subclass."""
@@ -358,6 +361,21 @@ def build_strategy(
 def schedule(name: str, **kw: int) -> list[Step]:
     """All steps of strategy `name` with settings `kw` (video_length, obs_length, max_frames, step_size)."""
     return list(_strategy_class(name)(**kw))
+
+
+def schedule_for(inference: Mapping[str, Any]) -> list[Step]:
+    """Every (observed, target) step of the run that resolved inference settings describe.
+
+    `inference` holds the strategy's `name` and SETTINGS, with `max_frames` already filled in from the
+    generator (`videxp.inference.loop.resolve_inference`). This is the one place that turns inference
+    settings into a schedule; raises ValueError for settings the strategy cannot complete.
+    """
+    missing = [k for k in ("name", *SETTINGS) if inference.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"inference settings lack {missing} (resolve_inference fills max_frames in from the generator)"
+        )
+    return schedule(str(inference["name"]), **{k: int(inference[k]) for k in SETTINGS})
 
 
 def _as_int(key: str, value: Any, *, minimum: int) -> int:

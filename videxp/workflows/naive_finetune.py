@@ -142,7 +142,7 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
                 "format": "videxp.samples/1",
                 "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
                 "split": cfg.sample.split,
-                "model": {**generator.describe(), "arm": arm},
+                "model": {"arm": arm},  # added to generator.describe() by run_sampling
                 "checkpoint": loaded.get("checkpoint"),
                 "seed_rule": "derive_seed(seed, video, sample, step)",
                 "provenance": provenance(device),

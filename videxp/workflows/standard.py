@@ -13,9 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import run_sampling
-from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.shards import rank_from_env, resolve_shard
-from videxp.inference.strategies import schedule
 from videxp.metrics.base import Metric
 from videxp.models.loading import build_generator, device_from
 from videxp.scoring.finalise import finalise, save_partial
@@ -54,7 +52,6 @@ class Standard(Workflow):
             "format": "videxp.samples/1",
             "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
             "split": cfg.sample.split,
-            "model": generator.describe(),
             "checkpoint": loaded.get("checkpoint"),
             "checkpoint_step": loaded.get("step"),
             "seed_rule": "derive_seed(seed, video, sample, step)",
@@ -77,16 +74,8 @@ class Standard(Workflow):
             num_samples_total=s.num_samples_total,
             num_shards=num_shards,
             shard=shard,
+            schedule_png=s.schedule_png,
         )
-        if s.schedule_png and not (Path(s.out_dir) / "schedule.png").is_file():
-            params = summary["manifest"]["inference"]
-            steps = schedule(
-                params["name"],
-                **{k: params[k] for k in ("video_length", "obs_length", "max_frames", "step_size")},
-            )
-            plot_schedule(
-                steps, params["video_length"], params["obs_length"], Path(s.out_dir) / "schedule.png"
-            )
         print(
             f"samples: {summary['samples_dir']} ({summary['written']} new, {summary['skipped']} done before)"
         )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from videxp.inference.generator import Capabilities, Generator, check_request
+from videxp.inference.strategies import Step
 from videxp.models.diffusers_loading import (
     apply_memory_options,
     check_frame_size,
@@ -73,8 +75,12 @@ class FramePackGenerator(Generator):
     Frames: a call makes sections = ceil(n / (4·latent_window_size)) sections (as the original app
     counts them), i.e. 1 + 4·latent_window_size·sections frames; frame 0 (the start image's
     reconstruction) and the surplus are dropped, so exactly the n targets come back. The plan of each
-    call length of the configured inference run is in `describe()["frames"]`. A last image follows the
-    final generated frame, so then n must be a multiple of 4·latent_window_size (no trimming).
+    call length of the sampling run is in `describe()["frames"]` once the sampling loop handed over its
+    schedule (`accept_schedule`). A last image follows the final generated frame, so then n must be a
+    multiple of 4·latent_window_size (no trimming).
+
+    The pipeline (the weights) loads on first use of `pipe` (the first `generate` call), so a schedule
+    FramePack cannot run fails in `accept_schedule` before any weights load.
 
     Frames are resized to `height` x `width` (multiples of 16; null = the input size) for the model and
     the output is resized back to the input size (bilinear, antialiased). Each row is its own pipeline
@@ -99,7 +105,6 @@ class FramePackGenerator(Generator):
         max_frames: int = 1801,
         fps: float = 30.0,
         tiny_seed: int = 0,
-        plan: dict[str, Any] | None = None,
     ):
         if size not in SIZES:
             raise ValueError(f"model.size must be one of {SIZES}, got {size!r}")
@@ -129,16 +134,8 @@ class FramePackGenerator(Generator):
         self.device = resolve_device(device)
         self.cpu_offload, self.vae_tiling, self.vae_slicing = cpu_offload, bool(vae_tiling), bool(vae_slicing)
         self.fps, self.tiny_seed = float(fps), int(tiny_seed)
-        self.calls = self._plan_calls(plan, int(max_frames)) if plan else None  # checked before loading
-        self.pipe = self._build_pipeline()
-        apply_memory_options(
-            self.pipe,
-            cpu_offload=cpu_offload,
-            vae_tiling=self.vae_tiling,
-            vae_slicing=self.vae_slicing,
-            device=self.device,
-        )
-        self.pipe.set_progress_bar_config(disable=True)
+        self.calls: list[dict[str, int]] | None = None  # the run's call lengths, from accept_schedule
+        self._pipe = None  # built on first use (see `pipe`)
         self.capabilities = Capabilities(
             max_frames=int(max_frames),
             index_patterns=("first_image_chunk",),
@@ -153,6 +150,22 @@ class FramePackGenerator(Generator):
         return int(self.sampling["latent_window_size"])
 
     # ----------------------------------------------------------------- building
+    @property
+    def pipe(self):
+        """The `HunyuanVideoFramepackPipeline`, built (weights loaded) on first use."""
+        if self._pipe is None:
+            pipe = self._build_pipeline()
+            apply_memory_options(
+                pipe,
+                cpu_offload=self.cpu_offload,
+                vae_tiling=self.vae_tiling,
+                vae_slicing=self.vae_slicing,
+                device=self.device,
+            )
+            pipe.set_progress_bar_config(disable=True)
+            self._pipe = pipe
+        return self._pipe
+
     def _build_pipeline(self):
         from diffusers import HunyuanVideoFramepackPipeline
 
@@ -217,29 +230,17 @@ class FramePackGenerator(Generator):
             "dropped": produced - 1 - num_targets,
         }
 
-    def _plan_calls(self, inference: dict[str, Any], max_frames: int) -> list[dict[str, int]]:
-        """The frame plan of each distinct call length of the configured inference run (for the manifest).
-
-        Raises before any weights load when the run would observe more than one frame per call."""
-        if inference.get("video_length") is None:
-            return []
-        from videxp.inference.strategies import schedule
-
-        steps = schedule(
-            inference["name"],
-            video_length=int(inference["video_length"]),
-            obs_length=int(inference["obs_length"]),
-            max_frames=int(inference.get("max_frames") or max_frames),
-            step_size=int(inference["step_size"]),
-        )
+    def accept_schedule(self, steps: Sequence[Step], *, video_length: int, obs_length: int) -> None:
+        """Check that every call of the run observes one frame and record the frame plan of each distinct
+        call length for the manifest (`describe()["frames"]["effective_frames"]`). Loads no weights."""
         many = [observed for observed, _ in steps if len(observed) != 1]
         if many:
             raise ValueError(
-                f"FramePack conditions each call on one frame; inference={inference['name']} would observe "
+                f"FramePack conditions each call on one frame; the inference schedule would observe "
                 f"{many[0]}. Set inference.max_frames = inference.step_size + 1 (and inference.obs_length <= "
                 "max_frames - step_size)"
             )
-        return [self.frame_plan(n) for n in sorted({len(target) for _, target in steps})]
+        self.calls = [self.frame_plan(n) for n in sorted({len(target) for _, target in steps})]
 
     def describe(self) -> dict[str, Any]:
         tiny = self.size == "tiny"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from videxp.inference.generator import Capabilities, Generator, check_request
-from videxp.inference.strategies import schedule
+from videxp.inference.strategies import Step
 from videxp.models.diffusers_loading import merge_settings, resize_frames, row_prompts
 from videxp.models.opensora import rflow
 from videxp.models.opensora.conditioning import ConditionPlan, condition_tensors, plan_head_call
@@ -68,7 +69,8 @@ class OpenSoraGenerator(Generator):
     frame slots hold only observed frames (`mask_index`; 8 observed frames -> latents 0, 1 = frames 0..4),
     never on a latent that also stands for a frame to generate. Rectified-flow sampling with Open-Sora's
     guidance; the decoded frames after the observed ones are returned, the padding trimmed. Each call's
-    plan (padding, conditioned latents and the pixel frames they cover) is in `describe()`.
+    plan (padding, conditioned latents and the pixel frames they cover) is in `describe()` once the
+    sampling loop handed over its schedule (`accept_schedule`).
 
     Frames are resized to `height` x `width` for the model and back afterwards; each row's noise comes
     from its own seed. Longer videos: inference=autoreg (each call conditions on its latest frames).
@@ -82,7 +84,6 @@ class OpenSoraGenerator(Generator):
         sampling: dict[str, Any] | None = None,
         max_frames: int = 113,
         fps: float = 24.0,
-        plan: dict[str, Any] | None = None,
         describe_extra: dict[str, Any] | None = None,
     ):
         s = self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
@@ -107,23 +108,22 @@ class OpenSoraGenerator(Generator):
             fps=self.fps,
             conditioning=("prompt", "head_frames"),
         )
-        self.calls = self._plan_calls(plan) if plan else None
+        self.calls: list[dict[str, Any]] | None = None  # the run's calls, from accept_schedule
 
     # ----------------------------------------------------------------- planning
     def plan(self, num_observed: int, num_target: int) -> ConditionPlan:
         return plan_head_call(num_observed, num_target, self.capabilities.max_frames, self.micro)
 
-    def _plan_calls(self, plan: dict[str, Any]) -> list[dict[str, Any]]:
-        """The conditioning of every distinct call the configured inference run makes (for the manifest)."""
-        params = {k: plan.get(k) for k in ("video_length", "obs_length", "max_frames", "step_size")}
-        params["max_frames"] = params["max_frames"] or self.capabilities.max_frames
+    def accept_schedule(self, steps: Sequence[Step], *, video_length: int, obs_length: int) -> None:
+        """Plan every distinct call of the run (raises for one longer than max_frames) and record the
+        conditioning of each for the manifest (`describe()["effective_conditioning"]`)."""
         calls: dict[tuple[int, int], dict[str, Any]] = {}
-        for observed, target in schedule(plan["name"], **params):
+        for observed, target in steps:
             key = (len(observed), len(target))
             if key not in calls:
                 calls[key] = {**self.plan(*key).to_dict(), "calls": 0}
             calls[key]["calls"] += 1
-        return list(calls.values())
+        self.calls = list(calls.values())
 
     # ----------------------------------------------------------------- the request
     @staticmethod

@@ -354,11 +354,12 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
                 torch._foreach_lerp_(ema, list(self.stdit.parameters()), 1.0 - float(self.ema_cfg["decay"]))
 
     # ----------------------------------------------------------------- sampling
-    def generator(self, use_ema: bool | None = None, plan: dict[str, Any] | None = None) -> OpenSoraGenerator:
+    def generator(self, use_ema: bool | None = None) -> OpenSoraGenerator:
         """The sampler over this module's networks (the EMA copy by default when there is one)."""
         use_ema = self.ema_stdit is not None if use_ema is None else use_ema
         if use_ema and self.ema_stdit is None:
             raise ValueError("use_ema=True but this module keeps no EMA (model.ema.enabled=false)")
+        # checkpoints saved before the schedule went through the generator hold sampling.plan: not a setting
         sampling = {k: v for k, v in self.sampling.items() if k != "plan"}
         return OpenSoraGenerator(
             self.ema_stdit if use_ema else self.stdit,
@@ -367,7 +368,6 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
             sampling=sampling,
             max_frames=self.max_frames,
             fps=self.fps,
-            plan=plan or self.sampling.get("plan"),
             describe_extra={
                 "size": self.size,
                 "pretrained": "tiny (random weights, built offline)"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from videxp.inference.generator import Capabilities, Generator, check_request
-from videxp.inference.strategies import schedule
+from videxp.inference.strategies import Step
 from videxp.models.diffusers_loading import (
     apply_memory_options,
     check_frame_size,
@@ -54,7 +55,8 @@ class WanGenerator(Generator):
     Request: `observed` = [i] (the last done frame), `target` = [i+1, ..., i+n]; the pipeline makes
     1 + n frames whose frame 0 re-creates the condition image, and frames 1..n are returned. Counts
     1 + n that are not 4k+1 raise (`frame_rule=error`) or generate the next 4k+1 count and trim
-    (`frame_rule=round_up`, reported in `describe()`). With `condition=first_last` (FLF2V checkpoint
+    (`frame_rule=round_up`; the run's calls are in `describe()["effective_frames"]` once the sampling loop
+    handed over its schedule, see `accept_schedule`). With `condition=first_last` (FLF2V checkpoint
     only) the request is `observed` = [i, j], `target` = [i+1, ..., j-1]. Longer videos: the `autoreg`
     strategy with `inference.max_frames = inference.step_size + 1` (one observed frame per call).
 
@@ -79,7 +81,6 @@ class WanGenerator(Generator):
         max_frames: int = 81,
         fps: float = 16.0,
         tiny_seed: int = 0,
-        plan: dict[str, Any] | None = None,
     ):
         if size not in SIZES:
             raise ValueError(f"model.size must be one of {SIZES}, got {size!r}")
@@ -125,7 +126,7 @@ class WanGenerator(Generator):
             fps=self.fps,
             conditioning=("first_image", "prompt") + (("last_image",) if condition == "first_last" else ()),
         )
-        self.calls = self._plan_calls(plan) if plan else None
+        self.calls: list[dict[str, int]] | None = None  # the run's calls, from accept_schedule
 
     def generator(self) -> WanGenerator:
         """Itself: the object is already the sampling generator (for callers that ask modules for one)."""
@@ -190,15 +191,13 @@ class WanGenerator(Generator):
             )
         return requested, generated
 
-    def _plan_calls(self, plan: dict[str, Any]) -> list[dict[str, int]]:
-        """Frame counts of every distinct call the configured inference run makes (for the manifest)."""
-        params = {k: plan.get(k) for k in ("video_length", "obs_length", "max_frames", "step_size")}
-        if params["max_frames"] is None:
-            params["max_frames"] = self.capabilities.max_frames
-        if params["obs_length"] < 1:
+    def accept_schedule(self, steps: Sequence[Step], *, video_length: int, obs_length: int) -> None:
+        """Check the frame count of every call of the run (4k+1, or rounded up under frame_rule=round_up)
+        and record the distinct calls for the manifest (`describe()["effective_frames"]`)."""
+        if obs_length < 1:
             raise ValueError("Wan is image-to-video: inference.obs_length must be >= 1 (the condition frame)")
         calls: dict[int, dict[str, int]] = {}
-        for _, target in schedule(plan["name"], **params):
+        for _, target in steps:
             requested, generated = self.frames_for(len(target))
             entry = calls.setdefault(
                 len(target),
@@ -206,7 +205,7 @@ class WanGenerator(Generator):
             )
             entry["trimmed"] = generated - requested
             entry["calls"] += 1
-        return sorted(calls.values(), key=lambda e: -e["targets"])
+        self.calls = sorted(calls.values(), key=lambda e: -e["targets"])
 
     # ----------------------------------------------------------------- the request
     def _check_request(self, frames, observed, target, seeds) -> bool:

@@ -139,7 +139,6 @@ def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
             "format": "videxp.samples/1",
             "dataset": {"benchmark": str(root.resolve()), "num_videos": inputs["num_videos"]},
             "split": b.split,
-            "model": generator.describe(),
             "checkpoint": loaded.get("checkpoint"),
             "checkpoint_step": loaded.get("step"),
             "seed_rule": "derive_seed(seed, video, sample, step)",
