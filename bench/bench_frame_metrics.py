@@ -19,9 +19,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
-from videxp import weights  # noqa: E402
 from videxp.metrics import PSNR, SSIM, FrameMetric  # noqa: E402
 from videxp.metrics.lpips import LPIPS, load_backbone  # noqa: E402
+from videxp.weights import registry as weights  # noqa: E402
 
 # name -> (videos, frames, channels, height, width)
 SETS: dict[str, tuple[int, int, int, int, int]] = {

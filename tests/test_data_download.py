@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from videxp import weights
 from videxp.data import download as dl
 from videxp.data.download import (
     Archive,
@@ -24,6 +23,7 @@ from videxp.data.download import (
     ManualStepsRequired,
     download_dataset,
 )
+from videxp.weights import registry as weights
 
 
 def _umask() -> int:

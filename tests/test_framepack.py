@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from videxp import sample
 from videxp.inference.loop import plan_sampling
-from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir
 from videxp.models.framepack.generator import FramePackGenerator
+from videxp.weights.files import ModelNotAvailable, hf_cache_dir
 
 SAMPLE = [  # 32x32 frames: multiples of 16, and latents large enough for the 4x history embedder
     "model=framepack",

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from videxp import weights
 from videxp.metrics.lpips import LPIPS
+from videxp.weights import registry as weights
 
 
 def _reference(state: dict[str, torch.Tensor]) -> lpips.LPIPS:

@@ -11,10 +11,10 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from videxp import train
-from videxp.models.diffusers_loading import ModelNotAvailable
 from videxp.models.loading import build_module
 from videxp.models.opensora.module import OpenSoraModule
 from videxp.models.opensora.text import T5TextEncoder
+from videxp.weights.files import ModelNotAvailable
 
 PROMPT = "a video of a person waving"
 

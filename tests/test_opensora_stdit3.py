@@ -9,7 +9,6 @@ import torch
 from opensora_fixtures import load_fixture, rule_state_dict
 from safetensors.torch import save_file
 
-from videxp.models.diffusers_loading import ModelNotAvailable
 from videxp.models.opensora.stdit3 import (
     STDIT3_PRESETS,
     STDiT3,
@@ -18,6 +17,7 @@ from videxp.models.opensora.stdit3 import (
     load_stdit3,
     stdit3_config,
 )
+from videxp.weights.files import ModelNotAvailable
 
 CALLS = ("t2v", "x_mask", "i2v")
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from opensora_fixtures import load_fixture, rule_state_dict
 
-from videxp.models.diffusers_loading import ModelNotAvailable
 from videxp.models.opensora.vae import (
     PRESETS,
     VIDEO_MEAN,
@@ -20,6 +19,7 @@ from videxp.models.opensora.vae import (
     pixel_frames,
     pixel_frames_of_latent,
 )
+from videxp.weights.files import ModelNotAvailable
 
 MANIFEST = "vae_v1_3_manifest.json"
 TINY = "vae_tiny.json"

@@ -10,9 +10,10 @@ import torch
 from conftest import compose_cfg
 
 from videxp import sample
-from videxp.models.diffusers_loading import ModelNotAvailable, hf_cache_dir, row_prompts
+from videxp.models.diffusers_common import row_prompts
 from videxp.models.wan.components import full_transformer_config
 from videxp.models.wan.generator import WanGenerator
+from videxp.weights.files import ModelNotAvailable, hf_cache_dir
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing in this file may reach the hub
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from videxp import weights
 from videxp.weights import WeightsChecksumError, WeightsDownloadError, WeightsMissingError, WeightSpec
+from videxp.weights import registry as weights
 
 CONTENT = b"videxp test weights\n" * 500  # 10 kB
 

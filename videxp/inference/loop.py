@@ -19,6 +19,7 @@ from videxp.inference.shards import Plan, batch_blocks, plan_shard
 from videxp.inference.strategies import Step, schedule_for
 from videxp.utils.io import write_json, write_npy
 from videxp.utils.locks import unlock, wait_lock
+from videxp.utils.provenance import provenance
 from videxp.utils.seeding import derive_seed
 from videxp.video import to_uint8, write_filmstrip, write_grid, write_video
 
@@ -29,8 +30,28 @@ PARTS = "manifest.parts"  # samples/manifest.parts/<run_id>/shard-<k>-of-<n>.jso
 MERGE_LOCK_STALE_S = 120.0  # a manifest merge lock older than this (or of a dead local pid) is broken
 SCHEDULE_PNG = "schedule.png"
 __all__ = ["batch_blocks", "plan_sampling", "run_sampling", "sample_name", "MANIFEST"]
+FORMAT = "videxp.samples/1"  # the samples manifest's format tag
+SEED_RULE = "derive_seed(seed, video, sample, step)"  # how each sample's randomness is derived
 # manifest entries that must agree before new samples join an existing folder
 _IDENTITY_KEYS = ("dataset", "split", "inference", "model", "checkpoint", "seed")
+
+
+def manifest_header(
+    dataset: dict[str, Any], split: str, loaded: dict[str, Any], device: torch.device | str, **extra: Any
+) -> dict[str, Any]:
+    """The entries every samples manifest starts with: format, what was continued (`dataset`, `split`),
+    the checkpoint (`loaded` as `build_generator` returns it), the seed rule and the provenance; `extra`
+    entries (e.g. `model`, merged into the generator's description) follow."""
+    return {
+        "format": FORMAT,
+        "dataset": dataset,
+        "split": split,
+        "checkpoint": loaded.get("checkpoint"),
+        "checkpoint_step": loaded.get("step"),
+        "seed_rule": SEED_RULE,
+        "provenance": provenance(device),
+        **extra,
+    }
 
 
 def resolve_inference(params: dict[str, Any], generator: Generator) -> dict[str, Any]:

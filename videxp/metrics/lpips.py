@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from videxp import weights
 from videxp.metrics.base import FrameMetric
+from videxp.weights import registry as weights
 
 # LPIPS net name -> registered backbone weight (torchvision's file, see videxp.weights).
 BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}

@@ -17,12 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from videxp.inference.generator import Generator
-from videxp.inference.loop import run_sampling, sample_name
+from videxp.inference.loop import manifest_header, run_sampling, sample_name
 from videxp.models.loading import build_module, device_from
 from videxp.scoring.samples import score_samples
 from videxp.scoring.selection import build_metrics, evaluate_settings
 from videxp.utils.io import atomic_path, write_json
-from videxp.utils.provenance import provenance
 from videxp.workflows.base import Workflow
 
 log = logging.getLogger(__name__)
@@ -122,6 +121,7 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
     base = BaseWeights(module)
     check_same_base(out / "base_weights.json", base.checksum, loaded.get("checkpoint"))
     inference = OmegaConf.to_container(cfg.inference, resolve=True)
+    dataset_doc = OmegaConf.to_container(cfg.dataset, resolve=True)
 
     def sample(arm: str, block: range) -> dict[str, Any]:
         module.eval()
@@ -138,15 +138,13 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
             video_format=cfg.sample.video_format,
             fps=cfg.sample.fps,
             grid_videos=0,
-            manifest={
-                "format": "videxp.samples/1",
-                "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-                "split": cfg.sample.split,
-                "model": {"arm": arm},  # added to generator.describe() by run_sampling
-                "checkpoint": loaded.get("checkpoint"),
-                "seed_rule": "derive_seed(seed, video, sample, step)",
-                "provenance": provenance(device),
-            },
+            manifest=manifest_header(
+                dataset_doc,
+                cfg.sample.split,
+                loaded,
+                device,
+                model={"arm": arm},  # + generator.describe()
+            ),
         )
 
     sample("baseline", videos)  # every baseline first, with the base weights loaded once

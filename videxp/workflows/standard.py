@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from videxp.inference.loop import run_sampling
+from videxp.inference.loop import manifest_header, run_sampling
 from videxp.inference.shards import rank_from_env, resolve_shard
 from videxp.metrics.base import Metric
 from videxp.models.loading import build_generator, device_from
@@ -20,7 +20,6 @@ from videxp.scoring.finalise import finalise, save_partial
 from videxp.scoring.folders import score_folders
 from videxp.scoring.samples import score_samples
 from videxp.scoring.selection import build_metrics, evaluate_settings
-from videxp.utils.provenance import provenance
 from videxp.weights import WeightsMissingError
 from videxp.workflows.base import Workflow
 
@@ -48,15 +47,7 @@ class Standard(Workflow):
         dataset = datamodule.dataset(cfg.sample.split)
         generator, loaded = build_generator(cfg.model, cfg.ckpt_path, device)
         inference = OmegaConf.to_container(cfg.inference, resolve=True)
-        manifest = {
-            "format": "videxp.samples/1",
-            "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-            "split": cfg.sample.split,
-            "checkpoint": loaded.get("checkpoint"),
-            "checkpoint_step": loaded.get("step"),
-            "seed_rule": "derive_seed(seed, video, sample, step)",
-            "provenance": provenance(device),
-        }
+        manifest = manifest_header(OmegaConf.to_container(cfg.dataset, resolve=True), s.split, loaded, device)
         summary = run_sampling(
             generator,
             dataset,

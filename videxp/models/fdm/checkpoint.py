@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from videxp.models import state_check
 from videxp.models.fdm.unet import FDMUNet
 from videxp.utils.io import atomic_path
+from videxp.weights import state_check
 
 _SHOW = 5  # how many offending keys an error message lists
 

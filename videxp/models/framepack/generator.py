@@ -11,20 +11,19 @@ import torch
 
 from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.inference.strategies import Step
-from videxp.models.diffusers_loading import (
+from videxp.models.diffusers_common import (
     apply_memory_options,
     check_frame_size,
-    dtype_name,
     frames_to_pil,
-    load_component,
     merge_settings,
-    parse_dtype,
     pipeline_video_to_tensor,
     resize_frames,
     resolve_device,
     row_prompts,
 )
+from videxp.models.framepack.components import TINY_PROMPT_TEMPLATE, tiny_components
 from videxp.utils.seeding import torch_generator
+from videxp.weights.files import dtype_name, load_component, parse_dtype
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +124,6 @@ class FramePackGenerator(Generator):
         self.transformer_id = transformer_id or default_id
         self.pretrained, self.base_id, self.image_encoder_id = pretrained, base_id, image_encoder_id
         if size == "tiny":
-            from videxp.models.framepack.components import TINY_PROMPT_TEMPLATE
-
             s["prompt_template"] = s["prompt_template"] or TINY_PROMPT_TEMPLATE
             self.dtypes = {k: torch.float32 for k in DEFAULT_DTYPES}  # random tiny weights: CPU float32
         else:
@@ -167,17 +164,15 @@ class FramePackGenerator(Generator):
         return self._pipe
 
     def _build_pipeline(self):
-        from diffusers import HunyuanVideoFramepackPipeline
+        from diffusers import HunyuanVideoFramepackPipeline  # deferred: diffusers is a heavy import
 
         if self.size == "tiny":
-            from videxp.models.framepack.components import tiny_components
-
             return HunyuanVideoFramepackPipeline(**tiny_components(seed=self.tiny_seed))
         return HunyuanVideoFramepackPipeline(**self._load_components())
 
     def _load_components(self) -> dict[str, Any]:
         """Each component from its repository, or all from `pretrained` (a saved pipeline's folders)."""
-        from diffusers import (
+        from diffusers import (  # deferred: diffusers / transformers are heavy imports
             AutoencoderKLHunyuanVideo,
             FlowMatchEulerDiscreteScheduler,
             HunyuanVideoFramepackTransformer3DModel,
@@ -352,6 +347,8 @@ class FramePackGenerator(Generator):
 
 def _default_template() -> dict[str, Any]:
     """diffusers' Llava-Llama prompt template (crop_start 95) for the released text encoder."""
-    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import DEFAULT_PROMPT_TEMPLATE
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import (  # deferred: heavy
+        DEFAULT_PROMPT_TEMPLATE,
+    )
 
     return DEFAULT_PROMPT_TEMPLATE

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from videxp import weights
 from videxp.models.interpolant.autoencoder import LatentAutoencoder
+from videxp.weights import registry as weights
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 
 from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.inference.strategies import Step
-from videxp.models.diffusers_loading import merge_settings, resize_frames, row_prompts
+from videxp.models.diffusers_common import merge_settings, resize_frames, row_prompts
 from videxp.models.opensora import rflow
 from videxp.models.opensora.conditioning import ConditionPlan, condition_tensors, plan_head_call
 from videxp.models.opensora.stdit3 import STDiT3

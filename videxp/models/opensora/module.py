@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from videxp.models.diffusers_loading import merge_settings, parse_dtype, resize_frames
+from videxp.models.diffusers_common import merge_settings, resize_frames
 from videxp.models.opensora import rflow
 from videxp.models.opensora.conditioning import (
     COND_TYPES,
@@ -26,8 +26,8 @@ from videxp.models.opensora.text import T5_ID, T5TextEncoder
 from videxp.models.opensora.vae import HUB_ID as VAE_ID
 from videxp.models.opensora.vae import OpenSoraVAE, load_vae
 from videxp.models.partial_training import ClipsToMaxNorm, SavesTrainedOnly, adamw_with_warmup
-from videxp.models.weight_files import read_state_dict, resolve_weight_file
 from videxp.utils.seeding import derive_seed, torch_generator
+from videxp.weights.files import parse_dtype, read_state_dict, resolve_weight_file
 
 SIZES = ("tiny", "xl")
 VAE_SIZE = {"tiny": "tiny", "xl": "full"}

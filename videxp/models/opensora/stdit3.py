@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from videxp.models.diffusers_loading import parse_dtype, resolve_device
-from videxp.models.state_check import state_mismatch
-from videxp.models.weight_files import read_state_dict, resolve_weight_file
+from videxp.models.diffusers_common import resolve_device
+from videxp.weights.files import parse_dtype, read_state_dict, resolve_weight_file
+from videxp.weights.state_check import state_mismatch
 
 __all__ = [
     "STDIT3_PRESETS",

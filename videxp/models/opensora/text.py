@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from videxp.models.diffusers_loading import load_component, parse_dtype
 from videxp.models.wan.components import tiny_tokenizer
+from videxp.weights.files import load_component, parse_dtype
 
 T5_ID = "DeepFloyd/t5-v1_1-xxl"  # Open-Sora v1.3's text encoder (4096 channels)
 TINY_T5 = dict(d_ff=37, d_kv=8, num_heads=4, num_layers=2)  # with d_model = the STDiT3's caption_channels

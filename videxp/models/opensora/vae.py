@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from videxp.models import state_check
-from videxp.models.diffusers_loading import parse_dtype, resolve_device
-from videxp.models.weight_files import read_state_dict, resolve_weight_file
+from videxp.models.diffusers_common import resolve_device
+from videxp.weights import state_check
+from videxp.weights.files import parse_dtype, read_state_dict, resolve_weight_file
 
 log = logging.getLogger(__name__)
 

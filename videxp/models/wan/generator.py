@@ -10,20 +10,18 @@ import torch
 
 from videxp.inference.generator import Capabilities, Generator, check_request
 from videxp.inference.strategies import Step
-from videxp.models.diffusers_loading import (
+from videxp.models.diffusers_common import (
     apply_memory_options,
     check_frame_size,
-    dtype_name,
     frames_to_pil,
-    load_component,
     merge_settings,
-    parse_dtype,
     pipeline_video_to_tensor,
     resize_frames,
     resolve_device,
     row_prompts,
 )
 from videxp.models.wan.components import TEXT_LEN, tiny_components
+from videxp.weights.files import dtype_name, load_component, parse_dtype
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +133,7 @@ class WanGenerator(Generator):
     # ----------------------------------------------------------------- building
     def _build_pipeline(self, pretrained: str):
         """The pipeline from tiny random components or from `pretrained` (hub id or local folder)."""
-        from diffusers import WanImageToVideoPipeline
+        from diffusers import WanImageToVideoPipeline  # deferred: diffusers is a heavy import
 
         if self.size == "tiny":
             parts = tiny_components(self.tiny_seed)
@@ -143,7 +141,11 @@ class WanGenerator(Generator):
                 if self.dtypes[name] != torch.float32:  # built in float32
                     parts[name] = parts[name].to(self.dtypes[name])
         else:
-            from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+            from diffusers import (  # deferred: diffusers is a heavy import
+                AutoencoderKLWan,
+                UniPCMultistepScheduler,
+                WanTransformer3DModel,
+            )
             from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
 
             load = {

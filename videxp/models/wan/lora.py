@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from videxp.models.diffusers_loading import frames_to_pil, merge_settings, parse_dtype, resize_frames
+from videxp.models.diffusers_common import frames_to_pil, merge_settings, resize_frames
 from videxp.models.partial_training import ClipsToMaxNorm, SavesTrainedOnly, adamw_with_warmup
 from videxp.models.wan.components import TEXT_LEN
 from videxp.models.wan.generator import DEFAULT_PRETRAINED, WanGenerator
 from videxp.utils.seeding import derive_seed, torch_generator
+from videxp.weights.files import parse_dtype
 
 ADAPTER = "default"  # peft adapter name of the trained LoRA
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LoRA file name (load_lora_weights reads it)
@@ -265,7 +266,7 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
     def conditions(self, video: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
         """Frozen inputs of one batch [B, T, 3, h, w]: latents [B, 16, t, h/8, w/8], condition (mask +
         first-frame latents) [B, 20, t, h/8, w/8], image embeds [B, N, D_img], text embeds [B, 512, D_txt]."""
-        from diffusers.pipelines.wan.pipeline_wan_i2v import (
+        from diffusers.pipelines.wan.pipeline_wan_i2v import (  # deferred: diffusers is a heavy import
             retrieve_latents,  # deferred: diffusers is a heavy import
         )
 

@@ -11,11 +11,10 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from videxp.inference.loop import MANIFEST, run_sampling
+from videxp.inference.loop import MANIFEST, manifest_header, run_sampling
 from videxp.models.loading import build_generator, device_from
 from videxp.scoring.selection import build_metrics
 from videxp.utils.io import write_json
-from videxp.utils.provenance import provenance
 from videxp.video import read_video, write_video
 from videxp.workflows.i2v_benchmark.inputs import (
     GENERATED_DIR,
@@ -135,15 +134,9 @@ def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
         video_format=cfg.sample.video_format,
         fps=model_fps,
         grid_videos=0,
-        manifest={
-            "format": "videxp.samples/1",
-            "dataset": {"benchmark": str(root.resolve()), "num_videos": inputs["num_videos"]},
-            "split": b.split,
-            "checkpoint": loaded.get("checkpoint"),
-            "checkpoint_step": loaded.get("step"),
-            "seed_rule": "derive_seed(seed, video, sample, step)",
-            "provenance": provenance(device),
-        },
+        manifest=manifest_header(
+            {"benchmark": str(root.resolve()), "num_videos": inputs["num_videos"]}, b.split, loaded, device
+        ),
     )
     generated_dir = root / GENERATED_DIR / method
     exported = export_generated(Path(summary["samples_dir"]), generated_dir, read_rows(root), frames, b.fps)

@@ -1,4 +1,5 @@
-"""Pretrained weight files: find one (local file, folder or hub id) and read its state dict."""
+"""Pretrained weights from a local path or a hub id: weight files and their state dicts, and diffusers /
+transformers components; offline-aware, with errors that name what is missing and where to get it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
-from videxp.models.diffusers_loading import ModelNotAvailable
-from videxp.weights import is_offline
+from videxp.weights.registry import is_offline
+
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+
+
+class ModelNotAvailable(FileNotFoundError):
+    """Pretrained files are not on this machine and may not (or could not) be downloaded."""
+
 
 WEIGHT_FILES = (  # looked for, in this order, in a folder or hub repository
     "model.safetensors",
@@ -35,8 +50,6 @@ def hub_cache_dir() -> str:
         return os.environ["HF_HUB_CACHE"]
     if os.environ.get("HF_HOME"):
         return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
-    from videxp.models.diffusers_loading import hf_cache_dir
-
     return hf_cache_dir()
 
 
@@ -49,8 +62,6 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             sd.update(read_state_dict(path.parent / shard))
         return sd
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         obj: Any = load_file(str(path), device="cpu")
     else:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -126,3 +137,93 @@ def resolve_weight_file(path_or_id: str | os.PathLike, what: str, revision: str 
     if looks_local or text.count("/") != 1:
         raise ModelNotAvailable(f"{what} {text!r}: no such file or folder (nor a hub id 'owner/name')")
     return _resolve_hub(text, what, revision)
+
+
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache folder files are looked up in (`HF_HUB_CACHE` / `HF_HOME`)."""
+    from huggingface_hub import constants  # deferred: huggingface_hub is a heavy import
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _missing_message(pretrained: str, subfolder: str | None, revision: str | None, reason: str) -> str:
+    where = f"subfolder {subfolder!r}" if subfolder else "the repository root"
+    fetch = (
+        f"the local folder {pretrained} must hold the component's files"
+        if Path(pretrained).expanduser().exists()
+        else f"fetch it with `huggingface-cli download {pretrained}"
+        + (f" --revision {revision}" if revision else "")
+        + "` (or `hf download ...`) on a machine with network access, or pass a local folder as "
+        "model.pretrained"
+    )
+    return (
+        f"pretrained model {pretrained!r} ({where}, revision {revision or 'main'}) is not available: "
+        f"{reason}. "
+        f"Hugging Face cache directory: {hf_cache_dir()}; {fetch}."
+    )
+
+
+def load_component(
+    cls: Any,
+    pretrained: str,
+    subfolder: str | None,
+    dtype: torch.dtype | str | None,
+    *,
+    revision: str | None = None,
+    **kw: Any,
+) -> Any:
+    """`cls.from_pretrained(pretrained, subfolder=..., revision=..., dtype)` with a clear error when missing.
+
+    `pretrained` is a hub id or a local folder. Offline (`HF_HUB_OFFLINE` / `VIDEXP_OFFLINE`) only the
+    local folder or the hub cache is read (`local_files_only=True`). Missing files raise
+    `ModelNotAvailable` naming the id, subfolder, revision and cache folder. `dtype` is None for
+    components without weights (tokenizers, processors, schedulers).
+    """
+    offline = is_offline()
+    kwargs: dict[str, Any] = dict(kw)
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    if revision:
+        kwargs["revision"] = revision
+    if offline:
+        kwargs["local_files_only"] = True
+    if dtype is not None:
+        dtype = parse_dtype(dtype)
+        try:
+            from transformers import PreTrainedModel  # deferred: transformers is a heavy import
+
+            is_transformers = isinstance(cls, type) and issubclass(cls, PreTrainedModel)
+        except ImportError:  # pragma: no cover - transformers is a dependency of the diffusers extras
+            is_transformers = False
+        kwargs["dtype" if is_transformers else "torch_dtype"] = dtype  # transformers 5 renamed torch_dtype
+    local = Path(pretrained).expanduser()
+    if local.exists() and not local.is_dir():
+        reason = "it is a file, not a folder"
+        raise ModelNotAvailable(_missing_message(pretrained, subfolder, revision, reason))
+    if local.is_dir() and subfolder and not (local / subfolder).is_dir():
+        raise ModelNotAvailable(
+            _missing_message(pretrained, subfolder, revision, f"{local / subfolder} does not exist")
+        )
+    from huggingface_hub import errors as hf_errors  # deferred: huggingface_hub is a heavy import
+
+    try:
+        return cls.from_pretrained(str(local) if local.is_dir() else pretrained, **kwargs)
+    except (OSError, hf_errors.HfHubHTTPError, hf_errors.HFValidationError) as e:
+        why = "offline mode, not in the cache" if offline else "could not be loaded"
+        reason = f"{why} ({type(e).__name__}: {e})"
+        raise ModelNotAvailable(_missing_message(pretrained, subfolder, revision, reason)) from e
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """ "bf16"/"bfloat16", "fp16"/"float16", "fp32"/"float32" (or a torch.dtype) as a torch.dtype."""
+    if isinstance(name, torch.dtype):
+        return name
+    key = str(name).strip().lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype as its short name for manifests, e.g. torch.bfloat16 -> "bfloat16"."""
+    return str(dtype).removeprefix("torch.")

@@ -1,8 +1,7 @@
-"""Shared helpers for diffusers-based generators: dtypes, devices, offline-aware loading, frame conversion."""
+"""Shared helpers for diffusers-based generators: dtypes, devices, memory options, frame conversion."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,36 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from videxp.weights import is_offline
-
-_DTYPES = {
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "fp32": torch.float32,
-    "float32": torch.float32,
-}
 CPU_OFFLOAD = ("none", "model", "sequential")  # accepted values of `apply_memory_options(cpu_offload=...)`
-
-
-class ModelNotAvailable(FileNotFoundError):
-    """Pretrained files are not on this machine and may not (or could not) be downloaded."""
-
-
-def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    """ "bf16"/"bfloat16", "fp16"/"float16", "fp32"/"float32" (or a torch.dtype) as a torch.dtype."""
-    if isinstance(name, torch.dtype):
-        return name
-    key = str(name).strip().lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; use one of {sorted(_DTYPES)}")
-    return _DTYPES[key]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """A torch dtype as its short name for manifests, e.g. torch.bfloat16 -> "bfloat16"."""
-    return str(dtype).removeprefix("torch.")
 
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
@@ -47,81 +17,6 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     if spec is None or spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
-
-
-def hf_cache_dir() -> str:
-    """The Hugging Face hub cache folder files are looked up in (`HF_HUB_CACHE` / `HF_HOME`)."""
-    from huggingface_hub import constants  # deferred: huggingface_hub is a heavy import
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _missing_message(pretrained: str, subfolder: str | None, revision: str | None, reason: str) -> str:
-    where = f"subfolder {subfolder!r}" if subfolder else "the repository root"
-    fetch = (
-        f"the local folder {pretrained} must hold the component's files"
-        if Path(pretrained).expanduser().exists()
-        else f"fetch it with `huggingface-cli download {pretrained}"
-        + (f" --revision {revision}" if revision else "")
-        + "` (or `hf download ...`) on a machine with network access, or pass a local folder as "
-        "model.pretrained"
-    )
-    return (
-        f"pretrained model {pretrained!r} ({where}, revision {revision or 'main'}) is not available: "
-        f"{reason}. "
-        f"Hugging Face cache directory: {hf_cache_dir()}; {fetch}."
-    )
-
-
-def load_component(
-    cls: Any,
-    pretrained: str,
-    subfolder: str | None,
-    dtype: torch.dtype | str | None,
-    *,
-    revision: str | None = None,
-    **kw: Any,
-) -> Any:
-    """`cls.from_pretrained(pretrained, subfolder=..., revision=..., dtype)` with a clear error when missing.
-
-    `pretrained` is a hub id or a local folder. Offline (`HF_HUB_OFFLINE` / `VIDEXP_OFFLINE`) only the
-    local folder or the hub cache is read (`local_files_only=True`). Missing files raise
-    `ModelNotAvailable` naming the id, subfolder, revision and cache folder. `dtype` is None for
-    components without weights (tokenizers, processors, schedulers).
-    """
-    offline = is_offline()
-    kwargs: dict[str, Any] = dict(kw)
-    if subfolder:
-        kwargs["subfolder"] = subfolder
-    if revision:
-        kwargs["revision"] = revision
-    if offline:
-        kwargs["local_files_only"] = True
-    if dtype is not None:
-        dtype = parse_dtype(dtype)
-        try:
-            from transformers import PreTrainedModel  # deferred: transformers is a heavy import
-
-            is_transformers = isinstance(cls, type) and issubclass(cls, PreTrainedModel)
-        except ImportError:  # pragma: no cover - transformers is a dependency of the diffusers extras
-            is_transformers = False
-        kwargs["dtype" if is_transformers else "torch_dtype"] = dtype  # transformers 5 renamed torch_dtype
-    local = Path(pretrained).expanduser()
-    if local.exists() and not local.is_dir():
-        reason = "it is a file, not a folder"
-        raise ModelNotAvailable(_missing_message(pretrained, subfolder, revision, reason))
-    if local.is_dir() and subfolder and not (local / subfolder).is_dir():
-        raise ModelNotAvailable(
-            _missing_message(pretrained, subfolder, revision, f"{local / subfolder} does not exist")
-        )
-    from huggingface_hub import errors as hf_errors  # deferred: huggingface_hub is a heavy import
-
-    try:
-        return cls.from_pretrained(str(local) if local.is_dir() else pretrained, **kwargs)
-    except (OSError, hf_errors.HfHubHTTPError, hf_errors.HFValidationError) as e:
-        why = "offline mode, not in the cache" if offline else "could not be loaded"
-        reason = f"{why} ({type(e).__name__}: {e})"
-        raise ModelNotAvailable(_missing_message(pretrained, subfolder, revision, reason)) from e
 
 
 def apply_memory_options(
