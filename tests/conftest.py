@@ -1,10 +1,14 @@
-"""Shared test helpers: composing the real config tree with Hydra, tiny overrides, run folders."""
+"""Shared test helpers: composing the real config tree with Hydra, tiny overrides, run folders, a local
+HTTP server, tiny backbone checkpoints."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import http.server
 import os
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +22,7 @@ from videxp.weights import registry as weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-DATA_DIR = Path(__file__).resolve().parent / "data"
+REFERENCE_OUTPUTS = Path(__file__).resolve().parent / "reference_outputs"  # test vectors of the papers' code
 
 # Overrides that make every stage fast on 2 CPU cores: 16x16 frames, 8-frame videos, a 4-step sampler.
 TINY = [
@@ -86,3 +90,58 @@ def _random_alex_state() -> dict[str, torch.Tensor]:
     """torchvision AlexNet with seeded random weights (built once per session: init is slow)."""
     torch.manual_seed(0)
     return torchvision.models.alexnet(weights=None).state_dict()
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 serving a folder; counts requests per path. `/truncated/<x>` promises
+    `len(truncated)` bytes but sends the first 100 and closes (a download cut short)."""
+
+    def __init__(self, root: Path, truncated: bytes = b"") -> None:
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, directory=str(root), **kwargs)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                if self.path.startswith("/truncated/"):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(truncated)))
+                    self.end_headers()
+                    self.wfile.write(truncated[:100])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                super().do_GET()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.timeout = 5
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def local_server() -> Iterator[Callable[..., LocalServer]]:
+    """Start `LocalServer(root, truncated)`s; all are stopped after the test."""
+    servers: list[LocalServer] = []
+
+    def start(root: Path, truncated: bytes = b"") -> LocalServer:
+        servers.append(LocalServer(root, truncated))
+        return servers[-1]
+
+    yield start
+    for srv in servers:
+        srv.stop()

@@ -22,7 +22,7 @@ from typing import Literal
 
 from videxp.data import hmdb51, kth
 from videxp.utils.io import atomic_path
-from videxp.weights import ChecksumError, digest_mismatches, download_file, file_digests, is_offline
+from videxp.weights.registry import ChecksumError, digest_mismatches, download_file, file_digests, is_offline
 
 try:
     import fcntl  # advisory file locks (POSIX)

@@ -27,7 +27,7 @@ from videxp.metrics.fvd_protocol import (  # noqa: F401 - re-exported: the FVD c
     resolve_protocol,
     tf_legacy_matrix,
 )
-from videxp.weights import get_path
+from videxp.weights.registry import get_path
 
 
 def default_cache_dir() -> Path:

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from videxp.metrics.base import DistributionMetric, Metric
-from videxp.weights import WEIGHTS
+from videxp.weights.registry import WEIGHTS
 
 log = logging.getLogger(__name__)
 

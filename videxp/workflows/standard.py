@@ -20,7 +20,7 @@ from videxp.scoring.finalise import finalise, save_partial
 from videxp.scoring.folders import score_folders
 from videxp.scoring.samples import score_samples
 from videxp.scoring.selection import build_metrics, evaluate_settings
-from videxp.weights import WeightsMissingError
+from videxp.weights.registry import WeightsMissingError
 from videxp.workflows.base import Workflow
 
 log = logging.getLogger(__name__)

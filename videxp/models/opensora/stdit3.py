@@ -114,7 +114,7 @@ STDIT3_PRESETS: dict[str, dict[str, Any]] = {
         kernel_size=(8, 8, -1),
         use_spatial_rope=True,
     ),
-    # the conformance fixture's network (tests/data/opensora/stdit3_tiny.json; 202,836 params)
+    # the conformance fixture's network (tests/reference_outputs/opensora/stdit3_tiny.json; 202,836 params)
     "tiny": dict(
         depth=2,
         hidden_size=48,

@@ -14,7 +14,7 @@ import lightning as L
 import torch
 
 # Light imports only at the top: the training subprocess below imports this module for HoldOnce.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_override_helpers():
@@ -97,7 +97,12 @@ def test_killed_training_resumes_from_last_ckpt_to_the_exact_step(tmp_path):
         "callbacks.last_checkpoint.every_n_train_steps=1",
         "+callbacks.hold._target_=test_requeue.HoldOnce",
     ]
-    env = {**os.environ, "VIDEXP_OFFLINE": "1", "PYTHONPATH": str(ROOT / "tests")}
+    here = Path(__file__).resolve().parent  # this module (HoldOnce) and the conftest it imports
+    env = {
+        **os.environ,
+        "VIDEXP_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(here), str(ROOT / "tests")]),
+    }
     ckpt = tmp_path / "outputs" / "train" / "fixed" / "checkpoints" / "last.ckpt"
     marker = tmp_path / "held"
     for sig in (signal.SIGTERM, signal.SIGKILL):  # a preemption notice, then a hard kill

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REFERENCE_OUTPUTS
 
 from videxp.metrics.detector import Detector, fixture_weights, load_detector, random_i3d
 from videxp.metrics.i3d import MIN_FRAMES, InceptionI3d, pooled_frames
 
-DATA = Path(__file__).resolve().parent / "data" / "i3d"
+DATA = REFERENCE_OUTPUTS / "i3d"
 
 
 def _manifest() -> list[tuple[str, list[int]]]:

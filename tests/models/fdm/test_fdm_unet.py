@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REFERENCE_OUTPUTS
 
 from videxp.models.fdm import unet as fdm_unet
 from videxp.models.fdm.checkpoint import load_fdm_checkpoint, read_fdm_file, save_fdm_checkpoint
 from videxp.models.fdm.unet import FDMUNet
 
-MANIFEST = Path(__file__).parent / "data" / "fdm_unet_keys_carla.json"
+MANIFEST = REFERENCE_OUTPUTS / "fdm_unet_keys_carla.json"
 
 PAPER64 = {
     "image_size": 64,

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, compose_cfg
+from conftest import REFERENCE_OUTPUTS, TINY, compose_cfg
 from hydra.utils import instantiate
 
 from videxp.models.fdm.checkpoint import load_fdm_checkpoint, read_fdm_file
@@ -17,7 +16,7 @@ from videxp.models.fdm.module import FDMModule
 from videxp.models.fdm.unet import FDMUNet
 from videxp.utils.seeding import derive_seed, torch_generator
 
-MANIFEST = Path(__file__).parent / "data" / "fdm_unet_keys_carla.json"
+MANIFEST = REFERENCE_OUTPUTS / "fdm_unet_keys_carla.json"
 NET = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,), num_heads=2)
 TINY_NET = {"attention_resolutions": "8", "num_heads": 4}  # size tiny with attention at 2x2 and 4 heads
 K = 5  # classes of the tiny conditional nets

@@ -3,60 +3,16 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LocalServer
 
 from videxp.weights import WeightsChecksumError, WeightsDownloadError, WeightsMissingError, WeightSpec
 from videxp.weights import registry as weights
 
 CONTENT = b"videxp test weights\n" * 500  # 10 kB
-
-
-class _Server:
-    """A bounded HTTP server on 127.0.0.1 serving a folder; counts requests per path."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs) -> None:
-                super().__init__(*args, directory=str(root), **kwargs)
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                if self.path.startswith("/truncated/"):
-                    body = CONTENT[:100]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(CONTENT)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                super().do_GET()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.timeout = 5
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -72,16 +28,14 @@ def env(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def server(tmp_path) -> Iterator[_Server]:
+def server(tmp_path, local_server) -> LocalServer:
     root = tmp_path / "www"
     root.mkdir()
     (root / "w.bin").write_bytes(CONTENT)
-    srv = _Server(root)
-    yield srv
-    srv.stop()
+    return local_server(root, truncated=CONTENT)
 
 
-def _spec(server: _Server, *paths: str, **kw) -> WeightSpec:
+def _spec(server: LocalServer, *paths: str, **kw) -> WeightSpec:
     fields = {"name": "test_w", "filename": "w.bin", "sha256": hashlib.sha256(CONTENT).hexdigest()} | kw
     return WeightSpec(urls=tuple(server.base + p for p in paths), **fields)
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REFERENCE_OUTPUTS
 
 from videxp.inference import STRATEGIES, Strategy, build_strategy, plot_schedule
 from videxp.inference.generator import Capabilities, Generator
 from videxp.inference.strategies import ScheduleError, Step, schedule, schedule_for
 
-FIXTURE = Path(__file__).parent / "data" / "fdm_strategies.json"
+FIXTURE = REFERENCE_OUTPUTS / "fdm_strategies.json"
 CASES = json.loads(FIXTURE.read_text())
 SETTINGS = ("video_length", "obs_length", "max_frames", "step_size")
 

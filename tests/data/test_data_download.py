@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
-import threading
 import zipfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from conftest import LocalServer
 
 from videxp.data import download as dl
 from videxp.data.download import (
@@ -49,47 +46,8 @@ BOXING = _zip({"person01_boxing_d1_uncomp.avi": AVI_A, "person02_boxing_d1_uncom
 BOXING_MD5 = hashlib.md5(BOXING).hexdigest()
 
 
-class _Server:
-    """An HTTP server on 127.0.0.1 serving a folder; counts requests per path; `/truncated/...` lies."""
-
-    def __init__(self, root: Path) -> None:
-        self.hits: dict[str, int] = {}
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *args, **kwargs) -> None:
-                super().__init__(*args, directory=str(root), **kwargs)
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.hits[self.path] = server.hits.get(self.path, 0) + 1
-                if self.path.startswith("/truncated/"):
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(BOXING)))
-                    self.end_headers()
-                    self.wfile.write(BOXING[:100])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                super().do_GET()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def server(tmp_path, monkeypatch) -> Iterator[_Server]:
+def server(tmp_path, monkeypatch, local_server) -> LocalServer:
     monkeypatch.delenv("VIDEXP_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv(dl.MIRROR_ENV, raising=False)
@@ -103,12 +61,10 @@ def server(tmp_path, monkeypatch) -> Iterator[_Server]:
     (www / "UCF101.rar").write_bytes(RAR_BYTES)
     (www / "hmdb51_org.rar").write_bytes(RAR_BYTES)
     (www / "page.zip").write_bytes(b"<html>moved</html>")
-    srv = _Server(www)
-    yield srv
-    srv.stop()
+    return local_server(www, truncated=BOXING)
 
 
-def _boxing(server: _Server, **kw) -> Archive:
+def _boxing(server: LocalServer, **kw) -> Archive:
     fields = {
         "url": f"{server.base}/boxing.zip",
         "filename": "boxing.zip",

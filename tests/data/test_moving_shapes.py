@@ -34,7 +34,7 @@ def test_same_bytes_in_another_process():
         "d = MovingShapes(split='val', num_videos=4, video_length=10, image_size=32, "
         "sprite_size=(4, 10), seed=3); print(hashlib.sha256(d.clip(2).tobytes()).hexdigest())"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     here = MovingShapes(**{**SMALL, "num_videos": 4}, split="val", seed=3).clip(2)
     assert out.stdout.strip() == hashlib.sha256(here.tobytes()).hexdigest()

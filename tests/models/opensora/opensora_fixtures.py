@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from conftest import REFERENCE_OUTPUTS
 from river_fixtures import rule_state_dict
 
-OPENSORA_DATA = Path(__file__).resolve().parent / "data" / "opensora"
+OPENSORA_DATA = REFERENCE_OUTPUTS / "opensora"
 
 __all__ = ["OPENSORA_DATA", "load_fixture", "mix_weights", "rule_state_dict", "spy_forward"]
 
 
 def load_fixture(name: str) -> dict:
-    """Parsed JSON of tests/data/opensora/<name> (a manifest or a numeric fixture)."""
+    """Parsed JSON of tests/reference_outputs/opensora/<name> (a manifest or a numeric fixture)."""
     path = OPENSORA_DATA / name
     if not path.is_file():
         raise FileNotFoundError(f"Open-Sora fixture {name!r} is missing: expected it at {path}")

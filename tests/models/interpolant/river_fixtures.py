@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from pathlib import Path
 
 import torch
+from conftest import REFERENCE_OUTPUTS
 
-RIVER_DATA = Path(__file__).resolve().parent / "data" / "river"
+RIVER_DATA = REFERENCE_OUTPUTS / "river"
 
 
 def load_fixture(name: str) -> dict:
-    """Parsed JSON of tests/data/river/<name> (a manifest or a numeric fixture)."""
+    """Parsed JSON of tests/reference_outputs/river/<name> (a manifest or a numeric fixture)."""
     path = RIVER_DATA / name
     if not path.is_file():
         raise FileNotFoundError(f"RIVER fixture {name!r} is missing: expected it at {path}")
