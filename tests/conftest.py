@@ -16,6 +16,7 @@ import torch
 import torchvision
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from videxp.weights import registry as weights
@@ -57,6 +58,13 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     """Run in a fresh working directory (Hydra writes outputs/ relative to it)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _no_hydra_run_left_over():
+    """A test that sets Hydra's run config in-process (the launcher tests) must not leak it into the next."""
+    yield
+    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -11,6 +11,7 @@ import zipfile
 import pytest
 from conftest import LocalServer
 
+from videxp.data import archives
 from videxp.data import download as dl
 from videxp.data.download import (
     Archive,
@@ -237,15 +238,15 @@ def test_failed_download_and_mirror(server, tmp_path, monkeypatch):
 
 
 def test_registry():
-    assert set(dl.ARCHIVES) == {"kth", "clevrer", "hmdb51", "ucf101"}
-    assert [a.into for a in dl.ARCHIVES["kth"]] == list(dl.KTH_CLASSES)
-    assert all(a.url.endswith(f"/{a.into}.zip") and a.md5 is None for a in dl.ARCHIVES["kth"])
-    md5 = {a.filename: a.md5 for a in dl.ARCHIVES["clevrer"]}
+    assert set(archives.ARCHIVES) == {"kth", "clevrer", "hmdb51", "ucf101"}
+    assert [a.into for a in archives.ARCHIVES["kth"]] == list(archives.KTH_CLASSES)
+    assert all(a.url.endswith(f"/{a.into}.zip") and a.md5 is None for a in archives.ARCHIVES["kth"])
+    md5 = {a.filename: a.md5 for a in archives.ARCHIVES["clevrer"]}
     assert md5["video_train.zip"] == "8bcd8cda154e813ce009b2ee226abf7c"
     assert md5["video_validation.zip"] == "948abe8ec22083de11796919cbee36eb"
     assert md5["video_test.zip"] == "3cfa74a01e8527026a589343a4d1fd9e"
-    assert {a.extract for a in dl.ARCHIVES["hmdb51"]} == {"rar"} and len(dl.HMDB51_CLASSES) == 51
-    ucf = {a.filename: a for a in dl.ARCHIVES["ucf101"]}
+    assert {a.extract for a in archives.ARCHIVES["hmdb51"]} == {"rar"} and len(archives.HMDB51_CLASSES) == 51
+    ucf = {a.filename: a for a in archives.ARCHIVES["ucf101"]}
     assert ucf["UCF101.rar"].extract == "rar"
     assert ucf["UCF101TrainTestSplits-RecognitionTask.zip"].into == "ucfTrainTestlist"
     with pytest.raises(KeyError, match="unknown dataset"):

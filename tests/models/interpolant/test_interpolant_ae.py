@@ -12,7 +12,7 @@ from conftest import compose_cfg
 from hydra.utils import instantiate
 from torch import nn
 
-from videxp import train, weights
+from videxp import train
 from videxp.models.interpolant.ae_losses import (
     AutoencoderLoss,
     NLayerDiscriminator,
@@ -29,6 +29,7 @@ from videxp.models.interpolant.checkpoints import (
     read_state_dict,
     select_prefixed,
 )
+from videxp.weights import registry as weights
 
 
 class TinyAE(LatentAutoencoder):

@@ -72,7 +72,7 @@ def _word_tokenizer(max_length: int):
         pre_tokenizers,
         processors,
     )
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast  # deferred: heavy import
 
     vocab = {**_SPECIAL, **{w: len(_SPECIAL) + i for i, w in enumerate(_WORDS)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

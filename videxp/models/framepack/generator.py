@@ -177,7 +177,7 @@ class FramePackGenerator(Generator):
             FlowMatchEulerDiscreteScheduler,
             HunyuanVideoFramepackTransformer3DModel,
         )
-        from transformers import (
+        from transformers import (  # deferred: heavy import
             AutoTokenizer,
             CLIPTextModel,
             LlamaModel,

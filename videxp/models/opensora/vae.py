@@ -92,9 +92,7 @@ class OpenSoraVAEConfig:
 
 PRESETS: dict[str, OpenSoraVAEConfig] = {
     "full": OpenSoraVAEConfig(),  # hpcai-tech/OpenSora-VAE-v1.3: 259,163,811 parameters
-    "tiny": OpenSoraVAEConfig(
-        ch=32
-    ),  # conformance fixture (reference_outputs/opensora/vae_tiny.json): 16.3M
+    "tiny": OpenSoraVAEConfig(ch=32),  # conformance fixture (reference_outputs/opensora/vae_tiny.json): 16.3M
 }
 
 

@@ -107,7 +107,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
         UniPCMultistepScheduler,
         WanTransformer3DModel,
     )
-    from transformers import (
+    from transformers import (  # deferred: heavy import
         CLIPImageProcessor,
         CLIPVisionConfig,
         CLIPVisionModelWithProjection,

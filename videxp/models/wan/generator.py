@@ -146,7 +146,12 @@ class WanGenerator(Generator):
                 UniPCMultistepScheduler,
                 WanTransformer3DModel,
             )
-            from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, UMT5EncoderModel
+            from transformers import (  # deferred: heavy import
+                AutoTokenizer,
+                CLIPImageProcessor,
+                CLIPVisionModel,
+                UMT5EncoderModel,
+            )
 
             load = {
                 "tokenizer": (AutoTokenizer, None),
