@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint format bench clean wandb-sync
+.PHONY: help install demo demo-interpolant test test-full lint format bench clean wandb-sync
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -26,6 +26,18 @@ install: $(STAMP)  ## Create .venv and install videxp with its dev tools (idempo
 
 demo: $(STAMP)  ## Train a tiny FDM on moving_shapes, sample, evaluate beside the baselines (2 CPU cores: ~9 min)
 	$(BIN)/python -m videxp.demo $(DEMO_ARGS)
+
+# demo-interpolant: one run name for its four steps (stage-1 autoencoder run: <name>_ae)
+INTERP_RUN := demo_interpolant_$(shell date +%Y-%m-%d_%H-%M-%S)
+
+demo-interpolant: $(STAMP)  ## The interpolant family on the demo's shapes: VQ autoencoder, flow transformer, sample, evaluate
+	$(BIN)/python -m videxp.train experiment=demo_interpolant_autoencoder run_name=$(INTERP_RUN)_ae
+	$(BIN)/python -m videxp.train experiment=demo_interpolant run_name=$(INTERP_RUN) \
+		model.autoencoder.ckpt=outputs/train/$(INTERP_RUN)_ae/checkpoints/last.ckpt $(DEMO_ARGS)
+	$(BIN)/python -m videxp.sample experiment=demo_interpolant run_name=$(INTERP_RUN) \
+		ckpt_path=outputs/train/$(INTERP_RUN) $(DEMO_ARGS)
+	$(BIN)/python -m videxp.evaluate experiment=demo_interpolant run_name=$(INTERP_RUN) \
+		eval_dir=outputs/sample/$(INTERP_RUN)/samples $(DEMO_ARGS)
 
 test: $(STAMP)  ## Run the test suite (everything but `slow` and `gpu` tests)
 	$(BIN)/python -m pytest -q
