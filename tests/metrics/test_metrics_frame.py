@@ -376,3 +376,37 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch) -> None
     eager.update(pred, pred * 0.9, video_index=[0], sample_index=[0])
     np.testing.assert_array_equal(metric.as_array(), eager.as_array())
     metric.update(pred, pred * 0.8, video_index=[1], sample_index=[0])  # no second warning, still eager
+
+
+def test_saved_partial_states_merge_to_the_one_process_result(tmp_path):
+    torch.manual_seed(0)
+    pred, real = torch.rand(4, 3, 3, 8, 8), torch.rand(4, 3, 3, 8, 8)  # [B, T, C, H, W]
+    whole, parts = PSNR(), []
+    whole.update(pred, real, video_index=[0, 1, 2, 3], sample_index=[0] * 4)
+    for k, rows in enumerate(([0, 1], [2, 3])):
+        shard = PSNR()
+        shard.update(pred[rows], real[rows], video_index=rows, sample_index=[0, 0])
+        parts.append((tmp_path / f"s{k}", shard.save_state(tmp_path / f"s{k}", "psnr")))
+    merged = PSNR()
+    assert merged.merge_saved(parts) is True
+    assert merged.compute() == whole.compute()
+
+
+def test_a_metric_without_partial_state_refuses_sharded_scoring(tmp_path):
+    class Mean(Metric):
+        def update(self, pred, target, **index):
+            pass
+
+        def compute(self):
+            return {"value": 0.0, "settings": {}}
+
+        def reset(self):
+            pass
+
+        def settings(self):
+            return {}
+
+    with pytest.raises(ValueError, match="'mean' .*no partial state; use sample.finalise=false"):
+        Mean().save_state(tmp_path, "mean")
+    with pytest.raises(ValueError, match="no partial state to merge"):
+        Mean().merge_saved([])

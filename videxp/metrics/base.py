@@ -159,15 +159,17 @@ class Metric(ABC):
         """Write this process's partial state into files `<folder>/<name>.*`; returns their JSON description.
 
         `merge_saved` of a fresh instance with the same settings adds such states back (sharded finaliser).
+        A metric without a partial state (a user's own Metric subclass) cannot be scored per shard: a clear
+        ValueError says how to run without the finaliser.
         """
-        raise NotImplementedError(
+        raise ValueError(
             f"metric {name!r} ({type(self).__name__}) has no partial state; use sample.finalise=false"
         )
 
     def merge_saved(self, parts: Sequence[tuple[Path, Mapping[str, Any]]]) -> bool:
         """Add the states `save_state` wrote: (folder, description) per part. Returns False (and changes
         nothing) when merged state would differ from scoring everything in one process; then score again."""
-        raise NotImplementedError(f"{type(self).__name__} has no partial state to merge")
+        raise ValueError(f"{type(self).__name__} has no partial state to merge; use sample.finalise=false")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items())
