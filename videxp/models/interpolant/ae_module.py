@@ -12,6 +12,7 @@ import torch
 
 from videxp.callbacks.sample_metrics import SampleMetrics
 from videxp.models.interpolant.ae_losses import AutoencoderLoss
+from videxp.models.interpolant.schedules import lr_schedule
 from videxp.models.interpolant.checkpoints import (
     build_autoencoder,
     find_prefixed,
@@ -73,6 +74,7 @@ class AutoencoderModule(L.LightningModule):
         ae: dict | None = None,
         loss: dict | None = None,
         optim: dict | None = None,
+        schedule: dict | None = None,
         frames_per_clip: int = 4,
         batch_size: int | None = None,
         load_discriminator: bool = True,
@@ -86,6 +88,7 @@ class AutoencoderModule(L.LightningModule):
         self.ae = build_autoencoder(kind, preset, **(ae or {}))
         self.loss = AutoencoderLoss(**(loss or {}))
         self.optim = {"lr": 4.5e-6, "scale_lr": True, "betas": (0.5, 0.9), **(optim or {})}
+        self.schedule = {"name": "constant", "warmup_steps": 0, "total_steps": 1, **(schedule or {})}
         self.frames_per_clip = int(frames_per_clip)
         self.batch_size = batch_size
         self.seed = int(seed)
@@ -174,6 +177,7 @@ class AutoencoderModule(L.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
+        self.lr_schedulers().step()  # the autoencoder's learning rate, per batch
         self.untoggle_optimizer(opt_g)
         if self.loss.disc_active(step):
             self.toggle_optimizer(opt_d)
@@ -212,13 +216,14 @@ class AutoencoderModule(L.LightningModule):
         world = self.trainer.world_size if self._trainer is not None else 1
         return lr * self.batch_size * self.frames_per_clip * world
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+    def configure_optimizers(self) -> tuple[list[torch.optim.Optimizer], list[dict[str, Any]]]:
         lr, betas = self.learning_rate(), tuple(self.optim["betas"])
-        log.info("autoencoder learning rate %.3g (betas %s)", lr, betas)
-        return [
-            torch.optim.Adam(self.ae.parameters(), lr=lr, betas=betas),
-            torch.optim.Adam(self.loss.discriminator.parameters(), lr=lr, betas=betas),
-        ]
+        log.info("autoencoder learning rate %.3g (betas %s), schedule %s", lr, betas, self.schedule)
+        opt_g = torch.optim.Adam(self.ae.parameters(), lr=lr, betas=betas)
+        opt_d = torch.optim.Adam(self.loss.discriminator.parameters(), lr=lr, betas=betas)
+        s = dict(self.schedule)
+        schedule = lr_schedule(opt_g, s.pop("name"), int(s.pop("warmup_steps")), int(s.pop("total_steps")), **s)
+        return [opt_g, opt_d], [{"scheduler": schedule, "interval": "step"}]
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Swap the video-sampling validation callback for a disabled one: an autoencoder samples nothing."""

@@ -15,11 +15,11 @@ from videxp.models.interpolant.flow_transformer import FlowTransformer
 from videxp.models.interpolant.generator import InterpolantGenerator
 from videxp.models.interpolant.interpolants import build_interpolant, regression_loss, sample_times
 from videxp.models.interpolant.latent_cache import LatentDataModule
+from videxp.models.interpolant.schedules import lr_schedule
 from videxp.utils.seeding import derive_seed, torch_generator
 
 log = logging.getLogger(__name__)
 
-SCHEDULES = ("polynomial", "constant", "cosine")
 
 
 def pick_frames(num_frames: int, batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -34,23 +34,6 @@ def pick_frames(num_frames: int, batch: int, g: torch.Generator) -> tuple[torch.
     return target, target - 1, context
 
 
-def lr_schedule(optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, total_steps: int, **kw: Any):
-    """transformers' schedules with linear warm-up: RIVER polynomial (power 0.5), PFI constant, or cosine."""
-    from transformers import (  # deferred: transformers is a heavy import
-        get_constant_schedule_with_warmup,
-        get_cosine_schedule_with_warmup,
-        get_polynomial_decay_schedule_with_warmup,
-    )
-
-    if name == "polynomial":
-        return get_polynomial_decay_schedule_with_warmup(
-            optimizer, warmup_steps, total_steps, lr_end=kw.get("lr_end", 1e-7), power=kw.get("power", 1.0)
-        )
-    if name == "constant":
-        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
-    if name == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
-    raise ValueError(f"schedule.name must be one of {SCHEDULES}, got {name!r}")
 
 
 class InterpolantModule(L.LightningModule):
