@@ -12,6 +12,7 @@ import numpy as np
 
 from videxp.utils.io import atomic_path
 from videxp.video import VideoError, check_video
+from videxp.video.walk import entries
 
 __all__ = ["SHARD_NAME", "HDF5Videos", "ShardWriter", "shard_files", "write_shards"]
 
@@ -43,11 +44,7 @@ def shard_files(split_dir: str | os.PathLike) -> list[Path]:
     folder = Path(split_dir)
     if not folder.is_dir():
         return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SHARD_SUFFIXES
-    )
+    return [p for p in entries(folder)[1] if p.suffix.lower() in SHARD_SUFFIXES]
 
 
 class ShardWriter:
