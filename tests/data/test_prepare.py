@@ -208,6 +208,21 @@ def test_datamodule_reads_the_prepared_folder(kth, tmp_path):
     assert batch["video"].shape == (2, 8, 3, 64, 64)
 
 
+def test_every_dataset_reads_prepare_output_pointed_at(kth, tmp_path):
+    _, out, _ = kth
+    common = ["dataset.video_length=8", "dataset.num_workers=0", f"dataset.source.root={out}"]
+    for dataset in ("video_folder", "kth", "hdf5"):
+        module: VideoDataModule = instantiate(
+            compose_cfg("train", [f"dataset={dataset}", *common], tmp_path).dataset
+        )
+        test = module.dataset("test")
+        assert isinstance(test.source, PreparedSource) and len(test.source) == 2
+        assert test[0]["video"].shape[:2] == (8, 3)
+    raw = compose_cfg("train", ["dataset=video_folder", *common, "dataset.source.format=raw"], tmp_path)
+    with pytest.raises(ValueError, match=r"holds videxp-prepare output .*set dataset.source.format=auto"):
+        instantiate(raw.dataset).dataset("test")
+
+
 def test_cli_entry_point(kth, tmp_path):
     raw, _, _ = kth
     exe = Path(sys.executable).parent / "videxp-prepare"

@@ -1,8 +1,10 @@
-"""RIVER-layout HDF5 video shards: `<split>/shard_0001.hdf5`, `len/<i>` counts, `<i>/<j>` frame datasets."""
+"""RIVER-layout HDF5 video shards (`<split>/shard_0001.hdf5`, `len/<i>`, `<i>/<j>` frames) with checksums."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -10,16 +12,30 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from videxp.errors import CorruptDataError
 from videxp.utils.io import atomic_path
 from videxp.video import VideoError, check_video
+from videxp.video.walk import entries
 
-__all__ = ["SHARD_NAME", "HDF5Videos", "ShardWriter", "shard_files", "write_shards"]
+__all__ = ["CHECKSUMS", "SHARD_NAME", "HDF5Videos", "ShardWriter", "shard_files", "write_shards"]
+
+log = logging.getLogger(__name__)
 
 SHARD_NAME = "shard_{:04d}.hdf5"  # numbered from 1, as RIVER's convert_to_h5.py
 SHARD_SUFFIXES = (".hdf5", ".h5")
 # HDF5 >= 1.10 object formats: ~7x less overhead per frame dataset than the 1.8 default (B-tree v1 chunk
 # index), same groups and datasets; readable by any h5py built on HDF5 >= 1.10 (2016).
 _LIBVER = ("v110", "v110")
+# Checksums: the file attribute CHECKSUMS marks a shard written with them; each video group `<i>` then holds
+# the attribute FRAME_SHA256, uint8 [T, 32]: the sha256 digest of each frame's uint8 (H, W, 3) bytes.
+CHECKSUMS = "videxp_checksums"
+CHECKSUM_KIND = "frame_sha256/1"
+FRAME_SHA256 = "frame_sha256"
+_FIX = (
+    "the shard is corrupt: re-create it (videxp-prepare ... overwrite=true, or delete it and re-materialise) "
+    "or restore it from a good copy"
+)
+_warned_unverified: set[str] = set()  # shards without checksums already warned about (once per process)
 
 
 def _open_dataset(group_id: h5py.h5g.GroupID, name: str) -> h5py.h5d.DatasetID | None:
@@ -30,12 +46,21 @@ def _open_dataset(group_id: h5py.h5g.GroupID, name: str) -> h5py.h5d.DatasetID |
         return None
 
 
-def _lzf_frame_plist(frame_shape: tuple[int, ...]) -> h5py.h5p.PropDCID:
-    """Dataset creation properties: one LZF-compressed chunk per frame (what compression="lzf" sets)."""
+def _frame_plist(frame_shape: tuple[int, ...], compress: bool) -> h5py.h5p.PropDCID:
+    """Dataset creation properties: one LZF-compressed chunk per frame (what compression="lzf" sets), or
+    contiguous uncompressed storage."""
     plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    plist.set_chunk(tuple(frame_shape))
-    plist.set_filter(h5py.h5z.FILTER_LZF, h5py.h5z.FLAG_OPTIONAL)
+    if compress:
+        plist.set_chunk(tuple(frame_shape))
+        plist.set_filter(h5py.h5z.FILTER_LZF, h5py.h5z.FLAG_OPTIONAL)
     return plist
+
+
+def frame_digests(video: np.ndarray) -> np.ndarray:
+    """uint8 [T, 32]: the sha256 digest of each frame's C-ordered uint8 bytes of a [T, H, W, 3] video."""
+    return np.stack(
+        [np.frombuffer(hashlib.sha256(np.ascontiguousarray(f)).digest(), np.uint8) for f in video]
+    )
 
 
 def shard_files(split_dir: str | os.PathLike) -> list[Path]:
@@ -43,11 +68,7 @@ def shard_files(split_dir: str | os.PathLike) -> list[Path]:
     folder = Path(split_dir)
     if not folder.is_dir():
         return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SHARD_SUFFIXES
-    )
+    return [p for p in entries(folder)[1] if p.suffix.lower() in SHARD_SUFFIXES]
 
 
 class ShardWriter:
@@ -55,8 +76,10 @@ class ShardWriter:
 
     Layout per shard: group `len` with a scalar int64 dataset `len/<i>` (frame count) per video, an empty
     group `videos`, and per video a group `<i>` (index within the shard) holding one LZF-compressed
-    uint8 `(H, W, 3)` dataset `<i>/<j>` per frame. Existing shards in `split_dir` are an error unless
-    `overwrite`, in which case they are deleted when the writer opens.
+    (or, with `compress=False`, contiguous) uint8 `(H, W, 3)` dataset `<i>/<j>` per frame, and the
+    attribute `frame_sha256` (uint8 [T, 32], each frame's sha256) that `HDF5Videos` verifies on read.
+    Existing shards in `split_dir` are an error unless `overwrite`, in which case they are deleted when
+    the writer opens.
 
         with ShardWriter(root / "train") as writer:
             for video in videos:
@@ -64,11 +87,18 @@ class ShardWriter:
         writer.num_videos, writer.shards
     """
 
-    def __init__(self, split_dir: str | os.PathLike, videos_per_shard: int = 100000, overwrite: bool = False):
+    def __init__(
+        self,
+        split_dir: str | os.PathLike,
+        videos_per_shard: int = 100000,
+        overwrite: bool = False,
+        compress: bool = True,
+    ):
         if videos_per_shard < 1:
             raise ValueError(f"videos_per_shard must be >= 1, got {videos_per_shard}")
         self.split_dir = Path(split_dir)
         self.videos_per_shard = int(videos_per_shard)
+        self.compress = bool(compress)
         existing = shard_files(self.split_dir)
         if existing and not overwrite:
             raise FileExistsError(
@@ -103,6 +133,7 @@ class ShardWriter:
         self._file = self._stack.enter_context(h5py.File(tmp, "w", libver=_LIBVER))
         self._file.create_group("len")
         self._file.create_group("videos")  # unused by RIVER's reader, kept for layout compatibility
+        self._file.attrs[CHECKSUMS] = CHECKSUM_KIND
         self._in_shard = 0
         self._final = final
 
@@ -122,8 +153,10 @@ class ShardWriter:
         assert self._file is not None
         key = str(self._in_shard)
         self._file["len"].create_dataset(key, data=np.int64(video.shape[0]))
-        group_id = self._file.create_group(key).id
-        plist, space = _lzf_frame_plist(video.shape[1:]), h5py.h5s.create_simple(video.shape[1:])
+        group = self._file.create_group(key)
+        group.attrs[FRAME_SHA256] = frame_digests(video)  # [T, 32]
+        group_id = group.id
+        plist, space = _frame_plist(video.shape[1:], self.compress), h5py.h5s.create_simple(video.shape[1:])
         for j, frame in enumerate(video):  # frame: [H, W, 3]
             dataset = h5py.h5d.create(group_id, str(j).encode(), h5py.h5t.NATIVE_UINT8, space, dcpl=plist)
             dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.ascontiguousarray(frame))
@@ -160,9 +193,10 @@ def write_shards(
     split_dir: str | os.PathLike,
     videos_per_shard: int = 100000,
     overwrite: bool = False,
+    compress: bool = True,
 ) -> int:
     """Write every uint8 `[T, H, W, 3]` video of `videos` into shards under `split_dir`; returns the count."""
-    with ShardWriter(split_dir, videos_per_shard, overwrite=overwrite) as writer:
+    with ShardWriter(split_dir, videos_per_shard, overwrite=overwrite, compress=compress) as writer:
         for video in videos:
             writer.add(video)
     return writer.num_videos
@@ -173,11 +207,15 @@ class HDF5Videos:
 
     Global index i maps to (shard, local index) through cumulative per-shard counts. Files are
     opened lazily, once per process, so an instance can be used in DataLoader workers (fork or
-    spawn): handles are never pickled and are re-opened after a fork.
+    spawn): handles are never pickled and are re-opened after a fork. With `verify_checksums` every
+    frame read is checked against the sha256 the writer stored (`CorruptDataError` naming the shard,
+    video and frame on a mismatch); shards written without checksums still read, with one warning
+    per shard. A chunk that cannot be decoded is a `CorruptDataError` naming the shard and video too.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, verify_checksums: bool = True):
         self.path = Path(path)
+        self.verify_checksums = bool(verify_checksums)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no such HDF5 shard file or folder")
         if self.path.is_dir():
@@ -192,6 +230,7 @@ class HDF5Videos:
         self._lengths = np.concatenate(lengths).astype(np.int64) if lengths else np.zeros(0, np.int64)
         self._ends = np.cumsum([len(x) for x in lengths]).astype(np.int64)  # exclusive end per shard
         self._handles: dict[int, h5py.File] = {}
+        self._checked: dict[int, bool] = {}  # shard -> written with checksums
         self._pid = os.getpid()
 
     @staticmethod
@@ -222,6 +261,7 @@ class HDF5Videos:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"] = {}  # h5py handles cannot cross processes
+        state["_checked"] = {}
         return state
 
     def _index(self, i: int) -> int:
@@ -250,20 +290,49 @@ class HDF5Videos:
 
     def _handle(self, file: Path) -> h5py.File:
         if os.getpid() != self._pid:  # forked: the parent's handles are not ours to use
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._checked, self._pid = {}, {}, os.getpid()
         key = self.files.index(file)
         if key not in self._handles:
             try:
                 self._handles[key] = h5py.File(file, "r")
             except OSError as e:
                 raise VideoError(f"{file}: cannot open as HDF5: {e}") from e
+            self._checked[key] = self._handles[key].attrs.get(CHECKSUMS) is not None
+            if self.verify_checksums and not self._checked[key] and str(file) not in _warned_unverified:
+                _warned_unverified.add(str(file))
+                log.warning(
+                    "%s: written without checksums (before videxp stored them): its pixels are read "
+                    "unverified; re-create it with videxp-prepare to get them checked",
+                    file,
+                )
         return self._handles[key]
+
+    def _digests(self, file: Path, group_id: h5py.h5g.GroupID, local: int, i: int, length: int) -> np.ndarray:
+        """The stored uint8 [T, 32] frame digests of video `local` in `file`."""
+        where = f"{file}: video {local} (index {i} of {self.path})"
+        try:
+            attr = h5py.h5a.open(group_id, FRAME_SHA256.encode())
+        except KeyError as e:
+            raise CorruptDataError(
+                f"{where}: no {FRAME_SHA256} attribute although the shard has checksums; {_FIX}"
+            ) from e
+        if attr.shape != (length, 32) or attr.dtype != np.uint8:
+            raise CorruptDataError(
+                f"{where}: {FRAME_SHA256} is {attr.dtype} {attr.shape}, expected uint8 ({length}, 32); {_FIX}"
+            )
+        digests = np.empty((length, 32), dtype=np.uint8)
+        try:
+            attr.read(digests)
+        except OSError as e:
+            raise CorruptDataError(f"{where}: cannot read its checksums ({e}); {_FIX}") from e
+        return digests
 
     def read(self, i: int, start: int | None = 0, stop: int | None = None, step: int = 1) -> np.ndarray:
         """Frames `[start:stop:step]` (Python slice rules) of video `i` as uint8 `[T, H, W, 3]`.
 
-        Only the selected frame datasets are read.
+        Only the selected frame datasets are read (and, with `verify_checksums`, checked).
         """
+        i = self._index(i)
         file, local = self.locate(i)
         length = self.num_frames(i)
         if step == 0:
@@ -280,6 +349,10 @@ class HDF5Videos:
             raise VideoError(
                 f"{file}: group '{local}' missing or not a group (len/{local} = {length})"
             ) from e
+        h5_key = self.files.index(file)
+        digests = None
+        if self.verify_checksums and self._checked[h5_key]:
+            digests = self._digests(file, group_id, local, i, length)
         out: np.ndarray | None = None
         for k, j in enumerate(indices):
             key = f"{local}/{j}"
@@ -295,7 +368,18 @@ class HDF5Videos:
                 raise VideoError(
                     f"{file}: '{key}' is {dtype} {shape}, earlier frames are uint8 {out.shape[1:]}"
                 )
-            dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, out[k])
+            try:
+                dataset.read(h5py.h5s.ALL, h5py.h5s.ALL, out[k])
+            except OSError as e:
+                raise CorruptDataError(
+                    f"{file}: video {local} (index {i} of {self.path}), frame {j}: its stored data cannot be "
+                    f"decoded (HDF5: {str(e).splitlines()[0] if str(e) else type(e).__name__}); {_FIX}"
+                ) from e
+            if digests is not None and hashlib.sha256(out[k]).digest() != digests[j].tobytes():
+                raise CorruptDataError(
+                    f"{file}: video {local} (index {i} of {self.path}), frame {j} does not match its stored "
+                    f"sha256: {_FIX} (dataset.source.verify_checksums=false reads without this check)"
+                )
         assert out is not None
         return out
 

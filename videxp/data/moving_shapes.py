@@ -86,6 +86,7 @@ class MovingShapes:
     grayscale: bool = False
     seed: int = 0
     root: str | os.PathLike | None = None
+    verify_checksums: bool = True  # with `root`: check each frame read against its stored sha256
 
     def __post_init__(self) -> None:
         if self.split not in _SPLIT_KEY:
@@ -114,7 +115,7 @@ class MovingShapes:
             raise ValueError(f"video_length must be >= 1, got {self.video_length}")
         store = None
         if self.root is not None:
-            store = HDF5Videos(Path(self.root) / self.split)
+            store = HDF5Videos(Path(self.root) / self.split, verify_checksums=self.verify_checksums)
             if len(store) != self._count:
                 raise VideoError(
                     f"{store.path}: holds {len(store)} videos, this {self.split} split has "

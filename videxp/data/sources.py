@@ -29,6 +29,18 @@ CATALOGS = {
 PREPARED_FORMAT = "videxp.prepared/1"
 MANIFEST = "manifest.json"
 FORMATS = ("auto", "raw", "prepared")
+GENERIC_READERS = ("hdf5", "video_folder")  # datasets that read data prepared from any dataset
+
+
+def is_prepared(root: str | os.PathLike) -> bool:
+    """True when `root` holds a `videxp-prepare` manifest.json (format PREPARED_FORMAT)."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("format") == PREPARED_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class VideoSource(Protocol):
@@ -165,6 +177,7 @@ class PreparedSource:
         name: str,
         split_dirs: dict[str, str] | None = None,
         fps: float | None = None,
+        verify_checksums: bool = True,
     ):
         self.root = Path(root)
         self.name = name
@@ -176,7 +189,7 @@ class PreparedSource:
             if self.manifest.get("format") != PREPARED_FORMAT:
                 raise VideoError(f"{manifest_path}: not a videxp prepared-data manifest ({PREPARED_FORMAT})")
             made_from = self.manifest.get("dataset")
-            if name not in ("hdf5", made_from):
+            if name not in (*GENERIC_READERS, made_from):
                 raise VideoError(
                     f"{manifest_path}: prepared from dataset {made_from!r}, but dataset={name!r} was selected"
                 )
@@ -189,12 +202,12 @@ class PreparedSource:
             self._fps = [r.meta.get("fps") for r in self.records]
             settings = self.manifest.get("settings", {})
             if settings.get("format", "hdf5") == "hdf5":
-                self.store = HDF5Videos(self.root / folder)
+                self.store = HDF5Videos(self.root / folder, verify_checksums=verify_checksums)
             else:
                 size = tuple(settings["size"])
                 self.store = VideoFiles(self.root / folder, self.records, size)
         else:
-            self.store = HDF5Videos(self.root / folder)
+            self.store = HDF5Videos(self.root / folder, verify_checksums=verify_checksums)
             self.records = [
                 VideoRecord(video_id=f"{folder}/{i:06d}", path=str(self.store.locate(i)[0]), split=split)
                 for i in range(len(self.store))
@@ -219,8 +232,11 @@ class PreparedSource:
         return self._fps[i]
 
     def read(self, i: int, indices: np.ndarray) -> np.ndarray:
-        """uint8 [T, H, W, 3] frames at `indices` of stored video `i`."""
-        return _contiguous(lambda lo, hi: self.store.read(i, lo, hi), indices)
+        """uint8 [T, H, W, 3] frames at `indices` of stored video `i`; errors name its video_id."""
+        try:
+            return _contiguous(lambda lo, hi: self.store.read(i, lo, hi), indices)
+        except VideoError as e:
+            raise type(e)(f"{e} [video_id {self.records[i].video_id!r}]") from e
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": "prepared", "root": str(self.root), "num_videos": len(self)}
@@ -238,11 +254,14 @@ def build_source(
     options: dict[str, Any] | None = None,
     split_dirs: dict[str, str] | None = None,
     fps: float | None = None,
+    verify_checksums: bool = True,
 ) -> RawSource | PreparedSource:
     """The source of one split: `root` is an extracted official tree (`raw`) or prepared shards (`prepared`).
 
-    `format="auto"` picks `prepared` when `<root>/manifest.json` exists or the dataset is `hdf5`.
-    `options` go to the catalog's `scan` (fold, protocol, split lists, ...).
+    `format="auto"` picks `prepared` when `<root>/manifest.json` is a `videxp-prepare` manifest or the
+    dataset is `hdf5`; `raw` on such a root is an error naming the fix. `options` go to the catalog's
+    `scan` (fold, protocol, split lists, ...). `verify_checksums` checks each frame read from HDF5 shards
+    against its stored sha256.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -255,8 +274,17 @@ def build_source(
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"dataset {name!r}: root {root} does not exist")
+    prepared = is_prepared(root)
     if format == "auto":
-        format = "prepared" if (root / MANIFEST).is_file() or name == "hdf5" else "raw"
+        format = "prepared" if prepared or name == "hdf5" else "raw"
+    elif format == "raw" and prepared:
+        raise ValueError(
+            f"dataset {name!r}: {root} holds videxp-prepare output ({root / MANIFEST}), but "
+            "dataset.source.format=raw reads it as a tree of source videos; set dataset.source.format=auto "
+            "(or prepared) to read the prepared data"
+        )
     if format == "prepared":
-        return PreparedSource(root, split, name=name, split_dirs=split_dirs, fps=fps)
+        return PreparedSource(
+            root, split, name=name, split_dirs=split_dirs, fps=fps, verify_checksums=verify_checksums
+        )
     return RawSource(scan_records(name, root, split, **(options or {})), name=name, root=root)

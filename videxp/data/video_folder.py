@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from videxp.data.records import VideoRecord
+from videxp.video.walk import walk
 
 __all__ = ["EXTENSIONS", "list_videos", "scan"]
 
@@ -19,17 +20,19 @@ EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".gif", ".npy")
 
 
 def list_videos(root: str | os.PathLike, extensions: Sequence[str] = EXTENSIONS) -> dict[str, Path]:
-    """{relative posix path: absolute path} of every video file under `root` (hidden entries skipped)."""
+    """{relative posix path: absolute path} of every video file under `root` (hidden entries skipped).
+
+    Symlinks are followed, each real folder once (a symlink cycle cannot multiply videos).
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: video folder not found")
     suffixes = tuple(e.lower() for e in extensions)
     found = {}
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith(".") and name.lower().endswith(suffixes):
-                path = Path(folder, name).absolute()
+    for _, _, files in walk(root):
+        for file in files:
+            if file.name.lower().endswith(suffixes):
+                path = file.absolute()
                 found[path.relative_to(root.absolute()).as_posix()] = path
     if not found:
         raise FileNotFoundError(f"{root}: no video files with suffixes {', '.join(suffixes)}")

@@ -27,7 +27,7 @@ from videxp.metrics.fvd_protocol import (  # noqa: F401 - re-exported: the FVD c
     resolve_protocol,
     tf_legacy_matrix,
 )
-from videxp.weights.registry import get_path
+from videxp.weights.registry import get_path, identify_file
 
 
 def default_cache_dir() -> Path:
@@ -72,6 +72,7 @@ class FVD(DistributionMetric):
         self._detector_spec = detector
         self._detector: Detector | None = detector if isinstance(detector, Detector) else None
         self.detector_kind = detector_kind
+        self.detector_weight: str | None = None  # the registered weight the detector file is, when known
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = int(batch_size)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -97,7 +98,11 @@ class FVD(DistributionMetric):
             if not path.is_file():
                 if os.sep in spec or spec.endswith((".pt", ".pth", ".pkl")):
                     raise FileNotFoundError(f"FVD detector file not found: {spec}")
-                path = get_path(spec)  # a registered weights name
+                path = get_path(spec)  # a registered weights name, verified
+                self.detector_weight = spec
+            else:  # a user file: named when it is a registered weight, refused when named like one but not it
+                known = identify_file(path)
+                self.detector_weight = None if known is None else known.name
             self._detector = load_detector(
                 path, kind=self.detector_kind, device=self.device, batch_size=self.batch_size
             )
@@ -125,6 +130,7 @@ class FVD(DistributionMetric):
             "features": "detector output (I3D: 400-d logits averaged over time)",
             "detector": det.name if det is not None else str(self._detector_spec),
             "detector_sha256": det.file_sha256 if det is not None else None,
+            "detector_weight": self.detector_weight,
             "feature_dim": det.feature_dim if det is not None else None,
             "fake_statistics": "per sample index" if self.protocol["per_sample"] else "all samples pooled",
         }
@@ -393,6 +399,7 @@ class FVD(DistributionMetric):
             "protocol": self.protocol_name,
             "detector": det.name,
             "detector_sha256": det.file_sha256,
+            "detector_weight": self.detector_weight,
             "feature_dim": det.feature_dim,
             "num_real": int(self.real_stats.count),
             "num_fake": int(sum(n_fake)),

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from videxp.utils.io import atomic_path, write_json, write_text
+from videxp.video.walk import walk
 
 # Direction when a result does not say (`higher_is_better` in the metric result wins).
 HIGHER_IS_BETTER = {"fvd": False, "lpips": False, "fid": False, "psnr": True, "ssim": True}
@@ -66,11 +67,7 @@ def discover(path: str | Path) -> list[Path]:
     if (path / "metrics.json").is_file():
         return [path / "metrics.json"]
     if path.is_dir():
-        found = sorted(
-            f
-            for f in path.rglob("metrics.json")
-            if not any(p.startswith(".") for p in f.relative_to(path).parts)
-        )
+        found = sorted(f for _, _, files in walk(path) for f in files if f.name == "metrics.json")
         if found:
             return found
     raise FileNotFoundError(

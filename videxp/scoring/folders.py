@@ -17,45 +17,42 @@ from videxp.scoring.selection import folder_frames
 from videxp.utils.io import write_json
 from videxp.utils.provenance import provenance
 from videxp.video import CONTAINER_SUFFIXES, FRAME_SUFFIXES, VideoError, read_video, to_float, to_unit
+from videxp.video.walk import entries, walk
 
 VIDEO_SUFFIXES = (*CONTAINER_SUFFIXES, ".gif", ".npy")
 MAX_LISTED = 5  # ids named per side in a mismatch error
 
 
 def _is_frame_folder(path: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in FRAME_SUFFIXES for p in path.iterdir())
+    return any(p.suffix.lower() in FRAME_SUFFIXES for p in entries(path)[1])
 
 
 def list_videos(folder: str | os.PathLike) -> dict[str, Path]:
     """{id: path} of every video under `folder`, sorted by id.
 
     Videos are files ending in .mp4/.avi/.mkv/.webm/.mov/.gif/.npy and folders that directly hold
-    .png/.jpg frames (not searched further). The search is recursive; hidden entries are skipped. The id
-    is the path relative to `folder` without its suffix, with `/` separators (`cat/clip_001`).
+    .png/.jpg frames (not searched further). The search is recursive and follows symlinks, each real
+    folder once (a symlink cycle cannot multiply videos); hidden entries are skipped. The id is the path
+    relative to `folder` without its suffix, with `/` separators (`cat/clip_001`).
     """
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such video folder")
     found: dict[str, Path] = {}
 
-    def visit(d: Path) -> None:
-        for p in sorted(d.iterdir()):
-            if p.name.startswith("."):
-                continue
-            if p.is_dir():
-                if _is_frame_folder(p):
-                    add(p, p.relative_to(root).as_posix())
-                else:
-                    visit(p)
-            elif p.suffix.lower() in VIDEO_SUFFIXES:
-                add(p, p.relative_to(root).with_suffix("").as_posix())
-
     def add(p: Path, vid: str) -> None:
         if vid in found:
             raise VideoError(f"{root}: two videos share the id {vid!r}: {found[vid].name} and {p.name}")
         found[vid] = p
 
-    visit(root)
+    for _, dirs, files in walk(root):
+        frame_folders = [d for d in dirs if _is_frame_folder(d)]
+        for d in frame_folders:  # a video: not searched further
+            add(d, d.relative_to(root).as_posix())
+        dirs[:] = [d for d in dirs if d not in frame_folders]
+        for f in files:
+            if f.suffix.lower() in VIDEO_SUFFIXES:
+                add(f, f.relative_to(root).with_suffix("").as_posix())
     if not found:
         raise VideoError(
             f"{root}: no videos found (looked for {', '.join(VIDEO_SUFFIXES)} files and frame folders)"
@@ -85,7 +82,7 @@ def folder_identity(folder: str | os.PathLike, videos: dict[str, Path]) -> dict:
     """A reference-set identity for caching: resolved folder, ids, and each file's size and mtime."""
 
     def stamp(p: Path) -> list[int]:
-        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        files = entries(p, hidden=True)[1] if p.is_dir() else [p]
         st = [f.stat() for f in files]
         return [sum(s.st_size for s in st), max(s.st_mtime_ns for s in st)]
 

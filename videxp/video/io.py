@@ -19,6 +19,7 @@ from PIL import GifImagePlugin, Image, ImageDraw, ImageFont, ImageSequence
 from videxp.errors import VideoError
 from videxp.utils.io import atomic_path, write_npy
 from videxp.video.decode import decode_frames, stack_frames
+from videxp.video.walk import entries
 
 CONTAINER_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -96,6 +97,11 @@ def check_video(array: np.ndarray, source: str = "<array>") -> np.ndarray:
             f"{source}: expected a numpy uint8 array, got {type(array).__name__}"
             " (use videxp.video.to_uint8 for float tensors)"
         )
+    if array.dtype == np.uint16:
+        raise VideoError(
+            f"{source}: expected dtype uint8, got uint16; scale 16-bit values with "
+            "videxp.video.scale_16_to_8 (round(v * 255 / 65535)) rather than casting, which wraps"
+        )
     if array.dtype != np.uint8:
         raise VideoError(
             f"{source}: expected dtype uint8, got {array.dtype} (convert floats in [0, 1] with "
@@ -119,11 +125,7 @@ def _natural_key(name: str) -> list[str | int]:
 
 
 def _frame_files(folder: Path) -> list[Path]:
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_SUFFIXES
-    ]
+    files = [p for p in entries(folder)[1] if p.suffix.lower() in FRAME_SUFFIXES]
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
@@ -154,17 +156,61 @@ def _read_npy(path: Path) -> np.ndarray:
     return check_video(array, str(path))
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_WIDE_MODES = ("I", "F", "I;16", "I;16B", "I;16L", "I;16N")  # PIL modes with more than 8 bits per value
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """The bit depth in a PNG's IHDR chunk, None for other files."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[24] if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) == 26 else None
+
+
+def scale_16_to_8(frames: np.ndarray) -> np.ndarray:
+    """uint16 values -> uint8 by round(v * 255 / 65535) (half up), so 0 -> 0, 65535 -> 255, 257 * k -> k."""
+    return ((frames.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _read_png16(path: Path) -> np.ndarray:
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            wide = frame.to_ndarray(format="rgb48le")  # [H, W, 3] uint16 (gray is replicated, alpha dropped)
+    except (av.error.FFmpegError, StopIteration) as e:
+        raise VideoError(f"{path}: cannot read the 16-bit PNG: {e}") from e
+    return scale_16_to_8(wide)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One image file (.png / .jpg) as uint8 `[H, W, 3]` RGB.
+
+    8-bit images are read as they are (grayscale replicated, alpha dropped). 16-bit PNGs are scaled to
+    8 bits with round(v * 255 / 65535), never clipped; other images with more than 8 bits per value
+    (PIL modes I, F, I;16 from other formats) are a VideoError.
+    """
+    path = Path(path)
+    try:
+        if _png_bit_depth(path) == 16:
+            return _read_png16(path)
+        with Image.open(path) as im:
+            if im.mode in _WIDE_MODES:
+                raise VideoError(
+                    f"{path}: a {im.mode} image (more than 8 bits per value, not a 16-bit PNG); save the "
+                    "frames as 8-bit or 16-bit PNG"
+                )
+            return np.asarray(im.convert("RGB"))  # [H, W, 3]
+    except (OSError, ValueError, SyntaxError) as e:
+        if isinstance(e, VideoError):
+            raise
+        raise VideoError(f"{path}: cannot read frame image: {e}") from e
+
+
 def _read_frame_folder(path: Path) -> np.ndarray:
     files = _frame_files(path)
     if not files:
         raise VideoError(f"{path}: folder has no {'/'.join(FRAME_SUFFIXES)} frames")
-    frames = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                frames.append(np.asarray(im.convert("RGB")))  # [H, W, 3]
-        except (OSError, ValueError, SyntaxError) as e:
-            raise VideoError(f"{f}: cannot read frame image: {e}") from e
+    frames = [read_image(f) for f in files]  # [H, W, 3] each
     for f, frame in zip(files, frames):
         if frame.shape != frames[0].shape:
             raise VideoError(f"{f}: frame has shape {frame.shape}, {files[0].name} has {frames[0].shape}")
@@ -181,10 +227,12 @@ def _existing(path: str | os.PathLike) -> Path:
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """Read a whole video as uint8 `[T, H, W, 3]` RGB.
 
-    Dispatch: .mp4 .avi .mkv .webm .mov (PyAV, first video stream, every decoded frame), .gif (PIL,
-    all frames), .npy (uint8 [T, H, W, 3|1] or grayscale [T, H, W]), or a folder of .png/.jpg frames
-    sorted naturally by the numbers in their names. Missing path: FileNotFoundError; corrupt, empty
-    or malformed input: VideoError naming the file.
+    Dispatch: .mp4 .avi .mkv .webm .mov (PyAV, first video stream, every decoded frame, converted to
+    8-bit RGB by FFmpeg whatever the source bit depth), .gif (PIL, all frames), .npy (uint8
+    [T, H, W, 3|1] or grayscale [T, H, W]; other dtypes, 16-bit included, are refused with the
+    conversion to use), or a folder of .png/.jpg frames sorted naturally by the numbers in their names
+    (`read_image`: 16-bit PNGs scaled to 8 bits with round(v * 255 / 65535)). Missing path:
+    FileNotFoundError; corrupt, empty or malformed input: VideoError naming the file.
     """
     path = _existing(path)
     if path.is_dir():

@@ -53,6 +53,27 @@ def hub_cache_dir() -> str:
     return hf_cache_dir()
 
 
+def resolved_revision(pretrained: str | None, revision: str | None) -> dict[str, str | None] | None:
+    """What a hub id and configured `revision` load, for manifests: {repo, revision, commit}.
+
+    `commit` is `revision` itself when it is a 40-hex commit, else the commit the local Hugging Face cache
+    maps the revision (default `main`) to (`<cache>/models--owner--name/refs/<revision>`), else None (not
+    in the cache yet). A local folder or file, or no `pretrained`, gives None (nothing from the hub).
+    """
+    if not pretrained or Path(pretrained).expanduser().exists() or str(pretrained).count("/") != 1:
+        return None
+    commit = None
+    if revision and len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower()):
+        commit = revision.lower()
+    else:
+        ref = (
+            Path(hub_cache_dir()) / f"models--{pretrained.replace('/', '--')}" / "refs" / (revision or "main")
+        )
+        with contextlib.suppress(OSError):
+            commit = ref.read_text().strip() or None
+    return {"repo": pretrained, "revision": revision, "commit": commit}
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a .safetensors / sharded index / torch file; wrappers and key prefixes removed."""
     if path.name.endswith(".index.json"):

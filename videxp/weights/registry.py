@@ -18,7 +18,7 @@ from videxp.utils.io import atomic_path
 
 CHUNK_BYTES = 1 << 20  # read / write block size for hashing and downloads
 DOWNLOAD_TIMEOUT_S = 60.0  # socket timeout per URL (connect and each read)
-SIDECAR_SUFFIX = ".verified"  # `<file>.verified` caches digests keyed by the file's size and mtime
+SIDECAR_SUFFIX = ".verified"  # `<file>.verified` caches digests keyed by the file's size, mtime, ctime, inode
 _TRUE = {"1", "true", "yes", "on"}
 SUBDIRS = ("videxp", "torch")
 
@@ -147,10 +147,12 @@ _WEIGHTS: list[WeightSpec] = [
         name="squeezenet1_1",
         filename="squeezenet1_1-b8a52dc0.pth",
         urls=("https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",),
+        sha256="b8a52dc049b60e4b6ab68ad0df457362afab8b6304b2febdc1650a5dab4d7e7b",
+        size=4958839,
         subdir="torch",
         description=(
-            "torchvision SqueezeNet 1.1 IMAGENET1K_V1 (LPIPS squeeze backbone). NOT VERIFIED: no full sha256 "
-            "or exact size is known (the name carries the sha256 prefix b8a52dc0; about 4.729 MB)."
+            "torchvision SqueezeNet 1.1 IMAGENET1K_V1 (LPIPS squeeze backbone); sha256 and size from two "
+            "independent third-party manifests, the sha256 prefix matches the file name."
         ),
     ),
 ]
@@ -243,15 +245,23 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + SIDECAR_SUFFIX)
 
 
-def file_digests(path: str | os.PathLike) -> dict[str, str | int]:
-    """{size, md5, sha256, git_blob} of a file, cached in ``<file>.verified`` keyed by size and mtime.
+def _stat_key(st: os.stat_result) -> dict[str, int]:
+    """What must be unchanged for recorded digests to stand: size, mtime, and ctime and inode, which a
+    rewrite in place or a replacement changes even when it keeps the size and resets the mtime."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
-    A big file is hashed once; later calls read the sidecar while the file's size and mtime are
-    unchanged. The sidecar is best effort: an unwritable folder only means re-hashing next time.
+
+def file_digests(path: str | os.PathLike) -> dict[str, str | int]:
+    """{size, md5, sha256, git_blob} of a file, cached in ``<file>.verified`` beside it.
+
+    A big file is hashed once; later calls read the recorded digests while the file's size, mtime, ctime
+    and inode are all unchanged, and hash it again when any of them changed (a same-size file copied over
+    it with its mtime reset is not trusted: its ctime and usually its inode differ). The sidecar is best
+    effort: an unwritable folder only means re-hashing next time.
     """
     path = Path(path)
     st = path.stat()
-    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    key = _stat_key(st)
     side = _sidecar(path)
     try:
         cached = json.loads(side.read_text())
@@ -270,15 +280,13 @@ def file_digests(path: str | os.PathLike) -> dict[str, str | int]:
 
 
 def _write_sidecar(path: Path, digests: dict[str, str | int]) -> None:
-    """Record `digests` of `path` (keyed by its current size and mtime); best effort."""
+    """Record `digests` of `path` (keyed by its current size, mtime, ctime and inode); best effort."""
     try:
         st = path.stat()
+        if st.st_size != digests["size"]:  # changed since it was hashed: record nothing
+            return
         with atomic_path(_sidecar(path)) as tmp:
-            tmp.write_text(
-                json.dumps(
-                    {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **{k: digests[k] for k in DIGEST_FIELDS}}
-                )
-            )
+            tmp.write_text(json.dumps({**_stat_key(st), **{k: digests[k] for k in DIGEST_FIELDS}}))
     except (OSError, KeyError):
         pass
 
@@ -320,6 +328,32 @@ def verify(path: str | os.PathLike, spec: WeightSpec) -> None:
             "It is corrupt, truncated or a different file; it was left in place: delete or replace it "
             f"(sources: {', '.join(spec.urls) or 'none known'})."
         )
+
+
+def identify_file(path: str | os.PathLike) -> WeightSpec | None:
+    """The registered weight a user-supplied file is (its sha256 or git blob id matches), else None.
+
+    A file named like a registered weight (its `filename`) that is not that weight raises
+    `WeightsChecksumError`: a truncated or different copy must not pass as the named weight. The file is
+    hashed without writing a sidecar beside it.
+    """
+    path = Path(path)
+    digests = _digests(path)
+    for spec in WEIGHTS.values():
+        if (spec.sha256 and spec.sha256 == digests["sha256"]) or (
+            spec.git_blob and spec.git_blob == digests["git_blob"]
+        ):
+            return spec
+    named = [spec for spec in WEIGHTS.values() if spec.filename == path.name and spec.verifiable]
+    if named:
+        spec = named[0]
+        bad = "; ".join(_mismatches(spec, digests))
+        raise WeightsChecksumError(
+            f"{path}: named like weight {spec.name!r} but it is not that file ({bad}). Replace it with a "
+            f"good copy (sources: {', '.join(spec.urls) or 'none known'}), or rename it if it is "
+            "deliberately another file."
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- lookup and download

@@ -61,6 +61,7 @@ def test_tiny_wan_samples_through_videxp_sample(tmp_path):
     assert calls[4] == {"targets": 4, "requested": 5, "generated": 5, "calls": 1, "trimmed": 0}
     assert calls[3] == {"targets": 3, "requested": 4, "generated": 5, "calls": 1, "trimmed": 1}
     assert model["dtypes"]["vae"] == "float32" and model["steps"] == 2
+    assert "resolved_revision" in model  # the hub commit used (None: built locally, nothing from the hub)
     import numpy as np
 
     video = np.load(tmp_path / "samples" / "sample_0000-0.npy")

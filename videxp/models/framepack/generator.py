@@ -23,7 +23,7 @@ from videxp.models.diffusers_common import (
 )
 from videxp.models.framepack.components import TINY_PROMPT_TEMPLATE, tiny_components
 from videxp.utils.seeding import torch_generator
-from videxp.weights.files import dtype_name, load_component, parse_dtype
+from videxp.weights.files import dtype_name, load_component, parse_dtype, resolved_revision
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,9 @@ class FramePackGenerator(Generator):
             "base_id": None if tiny or self.pretrained else self.base_id,
             "image_encoder_id": None if tiny or self.pretrained else self.image_encoder_id,
             "revision": self.revision,
+            "resolved_revision": None  # the commit of `pretrained` (or the transformer repo), when known
+            if tiny
+            else resolved_revision(self.pretrained or self.transformer_id, self.revision),
             "dtypes": {k: dtype_name(v) for k, v in self.dtypes.items()},
             "cpu_offload": self.cpu_offload,
             "vae_tiling": self.vae_tiling,

@@ -27,7 +27,7 @@ from videxp.models.opensora.vae import HUB_ID as VAE_ID
 from videxp.models.opensora.vae import OpenSoraVAE, load_vae
 from videxp.models.partial_training import ClipsToMaxNorm, SavesTrainedOnly, adamw_with_warmup
 from videxp.utils.seeding import derive_seed, torch_generator
-from videxp.weights.files import parse_dtype, read_state_dict, resolve_weight_file
+from videxp.weights.files import parse_dtype, read_state_dict, resolve_weight_file, resolved_revision
 
 SIZES = ("tiny", "xl")
 VAE_SIZE = {"tiny": "tiny", "xl": "full"}
@@ -121,6 +121,7 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         self.sampling = dict(sampling or {})
 
         self.stdit, self.vae, self.text_encoder = self._build(size, dtypes, revision, int(tiny_seed))
+        self.revision = revision
         self.vae.requires_grad_(False).eval()
         if gradient_checkpointing:
             self.stdit.enable_gradient_checkpointing()
@@ -375,5 +376,9 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
                 else self.pretrained,
                 "lora": self.lora_cfg,
                 "use_ema": use_ema,
+                "revision": self.revision,
+                "resolved_revision": None  # the commit of the STDiT3 repository, when known
+                if self.size == "tiny"
+                else resolved_revision(self.pretrained.get("stdit"), self.revision),
             },
         )

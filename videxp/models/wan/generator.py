@@ -21,7 +21,7 @@ from videxp.models.diffusers_common import (
     row_prompts,
 )
 from videxp.models.wan.components import TEXT_LEN, tiny_components
-from videxp.weights.files import dtype_name, load_component, parse_dtype
+from videxp.weights.files import dtype_name, load_component, parse_dtype, resolved_revision
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,7 @@ class WanGenerator(Generator):
             "model_id": self.pretrained,
             "size": self.size,
             "revision": self.revision,
+            "resolved_revision": resolved_revision(self.pretrained, self.revision),  # commit used, when known
             "condition": self.condition,
             "dtypes": {k: dtype_name(v) for k, v in self.dtypes.items()},
             "cpu_offload": self.cpu_offload,

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from videxp.utils.io import atomic_path, write_json, write_text
-from videxp.video import to_float, to_uint8, write_video
+from videxp.video import read_image, to_float, to_uint8, write_video
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,6 @@ class StartingFrames(Dataset):
 def read_png(path: Path) -> np.ndarray:
     """A starting frame as uint8 [H, W, 3]; an error naming the file when it is missing or unreadable."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        return read_image(path)  # 16-bit PNGs scaled to 8 bits, never clipped
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read the starting frame ({e})") from e
