@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 import torchvision
@@ -19,6 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from videxp.callbacks.checkpoints import MODULE_KEY, module_name
 from videxp.weights import registry as weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,20 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path | str) 
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def save_lightning_checkpoint(path: Path, module, step: int = 3, record_class: bool = True) -> None:
+    """A Lightning checkpoint of `module` as videxp-train writes it, without the trainer state; with
+    `record_class` it names the module class as videxp's checkpoints do."""
+    ckpt = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "global_step": step,
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    if record_class:
+        ckpt[MODULE_KEY] = module_name(module)
+    torch.save(ckpt, path)
 
 
 @pytest.fixture

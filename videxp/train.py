@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import hydra
 import lightning as L
@@ -13,7 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
-from videxp.models.loading import is_lightning_checkpoint, resolve_checkpoint
+from videxp.models.resume import resume_checkpoint
 from videxp.utils import wandb_run
 
 log = logging.getLogger(__name__)
@@ -50,27 +49,12 @@ def _plugins(cfg: DictConfig) -> dict:
     return {"plugins": [*configured, SLURMEnvironment(auto_requeue=False)]}
 
 
-def resume_checkpoint(cfg: DictConfig) -> tuple[str | None, str | None]:
-    """(Lightning ckpt to resume from, other weights file to start from).
-
-    The run's own checkpoints/last.ckpt wins (a rerun continues); else `ckpt_path`: a Lightning
-    checkpoint resumes its full state, any other file (FDM's .pt) only initialises the weights.
-    """
-    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        return str(last), None
-    if cfg.ckpt_path is None:
-        return None, None
-    path = resolve_checkpoint(cfg.ckpt_path)
-    return (str(path), None) if is_lightning_checkpoint(path) else (None, str(path))
-
-
 def run(cfg: DictConfig) -> L.Trainer:
     """Train per `cfg`; returns the finished Trainer."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     model = instantiate(cfg.model)
-    resume, init_weights = resume_checkpoint(cfg)
+    resume, init_weights = resume_checkpoint(cfg.paths.output_dir, cfg.ckpt_path)
     if init_weights is not None:
         log.info("initialising weights from %s", init_weights)
         model.load_weights(init_weights)
@@ -86,7 +70,7 @@ def run(cfg: DictConfig) -> L.Trainer:
     if resume:
         log.info("resuming from %s", resume)
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     finally:
         wandb_run.finish()
     print(f"run: {cfg.paths.output_dir} (step {trainer.global_step})")

@@ -16,6 +16,7 @@ from videxp.data import standins
 
 # a tiny random FDM and a fast sampler; frames big enough for LPIPS' AlexNet (>= 31 px)
 TINY_MODEL = [
+    "ckpt_path=random",  # a tiny model with random weights, on purpose
     "model.size=tiny",
     "model.max_frames=6",
     "model.sampling.timestep_respacing='2'",

@@ -34,6 +34,7 @@ def _metric_overrides(root: Path) -> list[str]:
 def _overrides(root: Path, *extra: str) -> list[str]:
     return [
         *_metric_overrides(root),
+        "ckpt_path=random",  # the tiny model untrained, on purpose
         "sample.batch_size=1",
         "sample.stop_index=3",
         "sample.video_format=none",

@@ -30,6 +30,7 @@ COMMON = [
     "inference.step_size=8",
     "inference.max_frames=9",
     "model.size=tiny",
+    "ckpt_path=random",  # size=tiny: random components, on purpose
     "model.sampling.steps=2",
     f"model.sampling.height={SIZE}",
     f"model.sampling.width={SIZE}",

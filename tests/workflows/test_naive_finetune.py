@@ -15,6 +15,7 @@ from videxp.workflows import naive_finetune as naive
 
 COMMON = [
     "experiment=naive_finetune",
+    "ckpt_path=random",  # tiny models from random weights, on purpose
     "naive_finetune.num_videos=2",
     "naive_finetune.steps=2",
     "naive_finetune.lr=1e-3",  # visible change in 2 steps

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from videxp.errors import RunFolderError
 from videxp.inference.generator import Generator
 from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.shards import Plan, batch_blocks, plan_shard
@@ -32,22 +33,27 @@ SCHEDULE_PNG = "schedule.png"
 __all__ = ["batch_blocks", "plan_sampling", "run_sampling", "sample_name", "MANIFEST"]
 FORMAT = "videxp.samples/1"  # the samples manifest's format tag
 SEED_RULE = "derive_seed(seed, video, sample, step)"  # how each sample's randomness is derived
+IDENTITY = "identity.json"  # samples/identity.json: the settings identity, written before the first sample
 # manifest entries that must agree before new samples join an existing folder
-_IDENTITY_KEYS = ("dataset", "split", "inference", "model", "checkpoint", "seed")
+_IDENTITY_KEYS = ("dataset", "split", "inference", "model", "checkpoint", "checkpoint_sha256", "seed")
+_SHOW_CHARS = 120  # a differing value longer than this is cut in error messages
 
 
 def manifest_header(
     dataset: dict[str, Any], split: str, loaded: dict[str, Any], device: torch.device | str, **extra: Any
 ) -> dict[str, Any]:
     """The entries every samples manifest starts with: format, what was continued (`dataset`, `split`),
-    the checkpoint (`loaded` as `build_generator` returns it), the seed rule and the provenance; `extra`
-    entries (e.g. `model`, merged into the generator's description) follow."""
+    the checkpoint (`loaded` as `build_generator` returns it: path or `random`, sha256, step, where the
+    weights came from), the seed rule and the provenance; `extra` entries (e.g. `model`, merged into the
+    generator's description) follow."""
     return {
         "format": FORMAT,
         "dataset": dataset,
         "split": split,
         "checkpoint": loaded.get("checkpoint"),
+        "checkpoint_sha256": loaded.get("checkpoint_sha256"),
         "checkpoint_step": loaded.get("step"),
+        "weights": loaded.get("weights"),
         "seed_rule": SEED_RULE,
         "provenance": provenance(device),
         **extra,
@@ -143,13 +149,52 @@ def check_manifest(path: Path, new: dict[str, Any]) -> dict[str, Any]:
 
 
 def _require_same(path: Path, old: dict[str, Any], ident: dict[str, Any]) -> None:
-    """ValueError naming `path` unless `old` has the identity keys of `ident`."""
+    """RunFolderError naming `path`, each differing setting (there vs now) and the fix, unless `old` has
+    the identity keys of `ident`."""
     differ = [k for k in _IDENTITY_KEYS if old.get(k) != ident[k]]
     if differ:
-        raise ValueError(
-            f"{path} holds samples made with different {', '.join(differ)}; "
-            "use another sample.out_dir (or delete the old samples)"
+        lines = [line for k in differ for line in _differences(k, old.get(k), ident[k])]
+        raise RunFolderError(
+            f"{path} holds samples made with different {', '.join(differ)} than this run ("
+            + "; ".join(lines)
+            + "). Samples of other settings must not share a folder: give this run a new run_name (or "
+            "sample.out_dir), or delete the old samples to start over"
         )
+
+
+def _differences(key: str, old: Any, new: Any) -> list[str]:
+    """`key: <old> there, <new> now` lines; mappings are compared entry by entry."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new), key=str)
+        return [
+            line
+            for k in keys
+            if old.get(k) != new.get(k)
+            for line in _differences(f"{key}.{k}", old.get(k), new.get(k))
+        ]
+    return [f"{key}: {_short(old)} there, {_short(new)} now"]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 3] + "..."
+
+
+def check_identity(samples_dir: Path, new: dict[str, Any]) -> None:
+    """Before the first sample: samples/identity.json must hold the settings identity of `new` (written
+    when absent). A folder with samples but neither identity.json nor a manifest is refused: the settings
+    that made them are unknown (an interrupted run of an older videxp)."""
+    path = samples_dir / IDENTITY
+    ident = _identity(new)
+    if path.is_file():
+        _require_same(path, json.loads(path.read_text()), ident)
+        return
+    if not (samples_dir / MANIFEST).is_file() and any(samples_dir.glob("sample_*.npy")):
+        raise RunFolderError(
+            f"{samples_dir} holds samples but no {IDENTITY} or {MANIFEST}: the settings that made them are "
+            "unknown; give this run a new run_name (or sample.out_dir), or delete that folder"
+        )
+    write_json(path, ident)
 
 
 def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +270,8 @@ def run_sampling(
 
     Writes samples/sample_<video:04d>-<k>.npy (uint8 [T, H, W, C], observed prefix included),
     videos/<same>.<video_format>, a ground truth vs samples grid, and samples/manifest.json.
-    Complete samples already on disk are skipped, so an interrupted run continues where it stopped.
+    Complete samples already on disk are skipped, so an interrupted run continues where it stopped; the
+    settings identity (samples/identity.json, written before the first sample) must match on every rerun.
     With `num_shards` > 1 only shard `shard` of the (video, sample) items is made (see `shards.plan_shard`);
     each shard writes samples/manifest.parts/<run_id>/shard-<k>-of-<n>.json and merges manifest.json
     under a lock, so shards may run concurrently on machines sharing the folder.
@@ -247,6 +293,7 @@ def run_sampling(
     manifest.update(inference=params, seed=seed, num_samples=num_samples)
     check_manifest(samples_dir / MANIFEST, manifest)
     check_parts(samples_dir, manifest, plan)
+    check_identity(samples_dir, manifest)
 
     T = int(params["video_length"])
     written = skipped = 0

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from videxp.inference.loop import MANIFEST
 from videxp.inference.shards import Plan, shard_tag
 from videxp.metrics.base import DistributionMetric, Metric
 from videxp.metrics.baselines import baselines_for
@@ -211,7 +212,7 @@ def finalise(
             return {"status": "done"}
         metrics = (metrics_factory or (lambda: build_metrics(cfg)))()
         if dataset is None:
-            dataset = reference_dataset(header)
+            dataset = reference_dataset(header, samples_dir / MANIFEST)
         T = int(header["inference"]["video_length"])
         entries = sorted(
             (

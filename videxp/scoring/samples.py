@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from videxp.data.description import datamodule_from_description
+from videxp.errors import ConfigError
 from videxp.inference.loop import MANIFEST
 from videxp.metrics.base import DistributionMetric, Metric
 from videxp.metrics.baselines import Baselines, baselines_for
@@ -34,9 +35,13 @@ def load_manifest(eval_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def reference_dataset(header: Mapping[str, Any]) -> Any:
-    """The dataset split a samples manifest was sampled from (its items hold the reference clips)."""
-    return instantiate(OmegaConf.create(header["dataset"])).dataset(header["split"])
+def reference_dataset(header: Mapping[str, Any], origin: str | os.PathLike) -> Any:
+    """The dataset split a samples manifest (read from `origin`) was sampled from; its items hold the
+    reference clips. The manifest's `dataset` is data: it is mapped onto videxp's data classes, never
+    instantiated (`data.description`)."""
+    if "dataset" not in header or "split" not in header:
+        raise ConfigError(f"{origin}: no `dataset` / `split` entry; point at a manifest of videxp-sample")
+    return datamodule_from_description(header["dataset"], origin).dataset(header["split"])
 
 
 def reference_clip(dataset: Any, video: int, T: int) -> torch.Tensor:
@@ -152,7 +157,7 @@ def score_samples(
     eval_dir, out_dir = Path(eval_dir), Path(out_dir)
     manifest = load_manifest(eval_dir)
     frames = scored_frames(settings, manifest)
-    dataset = reference_dataset(manifest)
+    dataset = reference_dataset(manifest, eval_dir / MANIFEST)
     T = int(manifest["inference"]["video_length"])
     baselines = baselines_for(settings, metrics, int(manifest["inference"]["obs_length"]))
     videos = [int(e["video"]) for e in manifest["samples"]]

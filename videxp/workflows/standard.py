@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from videxp.inference.loop import manifest_header, run_sampling
 from videxp.inference.shards import rank_from_env, resolve_shard
 from videxp.metrics.base import Metric
-from videxp.models.loading import build_generator, device_from
+from videxp.models.loading import RANDOM, build_generator, device_from
 from videxp.scoring.finalise import finalise, save_partial
 from videxp.scoring.folders import score_folders
 from videxp.scoring.samples import score_samples
@@ -41,8 +41,10 @@ class Standard(Workflow):
             device = torch.device("cuda", rank % torch.cuda.device_count())  # one GPU per rank
         else:
             device = device_from(cfg.device)
-        if cfg.ckpt_path is None:
-            torch.manual_seed(cfg.seed)  # random weights: identical in every shard / process
+        if cfg.ckpt_path in (None, RANDOM):
+            torch.manual_seed(
+                cfg.seed
+            )  # random weights (or random parts): identical in every shard / process
         datamodule = instantiate(cfg.dataset)
         dataset = datamodule.dataset(cfg.sample.split)
         generator, loaded = build_generator(cfg.model, cfg.ckpt_path, device)

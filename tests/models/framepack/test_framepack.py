@@ -18,6 +18,7 @@ from videxp.weights.files import ModelNotAvailable, hf_cache_dir
 SAMPLE = [  # 32x32 frames: multiples of 16, and latents large enough for the 4x history embedder
     "model=framepack",
     "model.size=tiny",
+    "ckpt_path=random",  # size=tiny: random components, on purpose
     "model.sampling.steps=2",
     "model.sampling.latent_window_size=2",  # 1 + 8*sections frames per call
     "model.sampling.prompt='a moving shape'",  # moving_shapes has no classes: empty dataset prompts

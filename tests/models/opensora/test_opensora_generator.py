@@ -135,6 +135,7 @@ def test_videxp_sample_autoreg_chunks_and_records_the_conditioning(tmp_path):
     overrides = [
         "model=opensora",
         "model.size=tiny",
+        "ckpt_path=random",  # size=tiny: random networks, on purpose
         "model.max_frames=33",
         "model.sampling.steps=2",
         "model.sampling.prompt='moving shapes'",  # the synthetic dataset has no captions

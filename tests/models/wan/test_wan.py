@@ -23,6 +23,7 @@ TINY_SAMPLING = {"steps": 2, "height": None, "width": None, "prompt": "moving sh
 WAN_TINY = [
     "model=wan",
     "model.size=tiny",
+    "ckpt_path=random",  # size=tiny: random components, on purpose
     "model.sampling.steps=2",
     "model.sampling.height=null",  # the dataset frame size (32, a multiple of 16)
     "model.sampling.width=null",

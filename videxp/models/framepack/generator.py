@@ -86,6 +86,15 @@ class FramePackGenerator(Generator):
     call with a CPU `torch.Generator` seeded from `seeds[b]`, so a row does not depend on the batch.
     """
 
+    @staticmethod
+    def config_weights(cfg: dict[str, Any]) -> str | None:
+        """Where a model config's weights come from without a checkpoint (None: random, size=tiny)."""
+        if cfg.get("size", "full") == "tiny":
+            return None
+        variant = cfg.get("variant", "inverted")
+        transformer = cfg.get("transformer_id") or VARIANTS.get(variant, (variant,))[0]
+        return f"pretrained {cfg.get('pretrained') or transformer}"
+
     def __init__(
         self,
         size: str = "full",

@@ -80,6 +80,15 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
 
     sampling_keys = ("sampling",)
 
+    @staticmethod
+    def config_weights(cfg: dict[str, Any]) -> str | None:
+        """Where a model config's weights come from without a checkpoint: the pretrained STDiT3; None
+        (random) with size=tiny or `pretrained.stdit` null."""
+        stdit = {**DEFAULT_PRETRAINED, **(cfg.get("pretrained") or {})}["stdit"]
+        if cfg.get("size", "xl") == "tiny" or stdit is None:
+            return None
+        return f"pretrained {stdit}"
+
     def __init__(
         self,
         size: str = "xl",

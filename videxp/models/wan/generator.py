@@ -64,6 +64,13 @@ class WanGenerator(Generator):
     condition image per call), so a row's result does not depend on the batch.
     """
 
+    @staticmethod
+    def config_weights(cfg: dict[str, Any]) -> str | None:
+        """Where a model config's weights come from without a checkpoint (None: random, size=tiny)."""
+        if cfg.get("size", "full") == "tiny":
+            return None
+        return f"pretrained {cfg.get('pretrained') or DEFAULT_PRETRAINED}"
+
     def __init__(
         self,
         size: str = "full",

@@ -72,6 +72,13 @@ class WanLoRAModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
 
     sampling_keys = ("sampling",)  # taken from the sample-time config when loading a checkpoint
 
+    @staticmethod
+    def config_weights(cfg: dict[str, Any]) -> str | None:
+        """Where a model config's weights come from without a checkpoint: the pretrained base with an
+        untrained (zero) LoRA; None (random) with size=tiny."""
+        base = WanGenerator.config_weights(cfg)
+        return None if base is None else f"{base} + untrained LoRA"
+
     def __init__(
         self,
         size: str = "full",
