@@ -11,7 +11,8 @@ from conftest import ROOT
 PACKAGE = ROOT / "videxp"
 # bottom to top; a module may import its own room and rooms on lower layers only (docs/architecture.md)
 LAYERS = [
-    {"utils", "errors", "launcher"},
+    {"errors"},
+    {"utils", "launcher"},
     {"video", "weights"},
     {"data", "metrics", "inference"},
     {"scoring"},

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from videxp.scoring.comparison import compare_runs, to_markdown
+from videxp.utils.cli import reports_errors
 
 
+@reports_errors("videxp-compare")
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI: videxp-compare RUN [RUN ...] [--out DIR] [--names a,b]."""
     parser = argparse.ArgumentParser(prog="videxp-compare", description=__doc__)

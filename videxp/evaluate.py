@@ -6,18 +6,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from videxp.metrics.base import Metric
+from videxp.utils.cli import reports_errors
+from videxp.utils.config_check import check_config
+from videxp.utils.io import ensure_writable
 from videxp.workflows.base import load_workflow
 
 
 def run(cfg: DictConfig, metrics: Mapping[str, Metric] | None = None) -> dict[str, dict]:
-    """Evaluate as `cfg.workflow` says with `cfg.metric` (or the given `metrics` objects); {name: result}."""
+    """Evaluate as `cfg.workflow` says with `cfg.metric` (or the given `metrics` objects); {name: result}.
+
+    Bad config values and an unwritable `evaluate.out_dir` are refused before any video is read."""
+    check_config(cfg)
+    ensure_writable(OmegaConf.select(cfg, "evaluate.out_dir"), "evaluate.out_dir")
     return load_workflow(cfg).evaluate(cfg, metrics)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@reports_errors("videxp-evaluate")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
 from videxp.data.download import ManualStepsRequired
-from videxp.data.prepare import PrepareError, run
+from videxp.data.prepare import run
+from videxp.utils.cli import fail, reports_errors
+from videxp.utils.config_check import check_config
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="prepare")
+@reports_errors("videxp-prepare")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg)
     try:
         run(cfg)
-    except ManualStepsRequired as e:
-        print(f"videxp-prepare: {e}\n{e.steps}", file=sys.stderr)
-        sys.exit(2)
-    except PrepareError as e:
-        print(f"videxp-prepare: {e}", file=sys.stderr)
-        sys.exit(1)
+    except ManualStepsRequired as e:  # exit 2: not an error of the input, steps to do by hand
+        fail("videxp-prepare", e, code=2)
 
 
 if __name__ == "__main__":

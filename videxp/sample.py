@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from videxp.utils.cli import reports_errors
+from videxp.utils.config_check import check_config
+from videxp.utils.io import ensure_writable
 from videxp.workflows.base import load_workflow
 
 
 def run(cfg: DictConfig) -> dict:
-    """Sample as `cfg.workflow` says; returns its summary (paths, counts, manifest, metrics status)."""
+    """Sample as `cfg.workflow` says; returns its summary (paths, counts, manifest, metrics status).
+
+    Bad config values and an unwritable `sample.out_dir` are refused before the model is built."""
+    check_config(cfg)
+    ensure_writable(OmegaConf.select(cfg, "sample.out_dir"), "sample.out_dir")
     return load_workflow(cfg).sample(cfg)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+@reports_errors("videxp-sample")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

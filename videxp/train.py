@@ -14,6 +14,9 @@ from omegaconf import DictConfig
 
 from videxp.models.resume import resume_checkpoint
 from videxp.utils import wandb_run
+from videxp.utils.cli import reports_errors
+from videxp.utils.config_check import check_config
+from videxp.utils.io import ensure_writable
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,10 @@ def _plugins(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig) -> L.Trainer:
-    """Train per `cfg`; returns the finished Trainer."""
+    """Train per `cfg`; returns the finished Trainer (bad config values, an unwritable run folder: refused
+    first)."""
+    check_config(cfg)
+    ensure_writable(cfg.paths.output_dir, "paths.output_dir")
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     model = instantiate(cfg.model)
@@ -78,6 +84,7 @@ def run(cfg: DictConfig) -> L.Trainer:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@reports_errors("videxp-train")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from videxp.data.archives import ARCHIVES, Archive, unsafe_name
+from videxp.errors import VidexpError
 from videxp.utils.io import atomic_path
 from videxp.weights.registry import ChecksumError, digest_mismatches, download_file, file_digests, is_offline
 
@@ -37,7 +38,7 @@ STALE_PART_S = 3600.0  # a `.part` file untouched this long is a leftover of a k
 _RAR_MAGIC = (b"Rar!\x1a\x07\x00", b"Rar!\x1a\x07\x01\x00")  # RAR 4 and RAR 5 signatures
 
 
-class ManualStepsRequired(RuntimeError):
+class ManualStepsRequired(VidexpError, RuntimeError):
     """Something could not be done automatically; `steps` says exactly what to do by hand.
 
     Raised by `download_dataset` after everything else was done (other archives downloaded, verified
@@ -57,7 +58,7 @@ class DatasetChecksumError(ChecksumError):
     """An archive is truncated or does not match its expected digest (the bad file is set aside)."""
 
 
-class DatasetArchiveError(RuntimeError):
+class DatasetArchiveError(VidexpError, RuntimeError):
     """An archive is not what it claims to be (not a zip / rar) or holds unsafe member names."""
 
 

@@ -25,6 +25,7 @@ from videxp.data.hdf5 import ShardWriter, shard_files
 from videxp.data.records import SPLITS, VideoRecord
 from videxp.data.sources import MANIFEST, PREPARED_FORMAT, scan_records
 from videxp.data.transforms import ClipTransform
+from videxp.errors import VidexpError
 from videxp.utils.io import atomic_path, write_json
 from videxp.utils.provenance import git_state, package_versions, provenance
 from videxp.video import write_video
@@ -42,7 +43,7 @@ _BAD_FILE_ERRORS = (OSError, ValueError, EOFError, av.error.FFmpegError)  # Vide
 _PACKAGES = ("videxp", "numpy", "av", "h5py", "pillow", "hydra-core", "omegaconf", "tqdm")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(VidexpError, RuntimeError):
     """The output folder conflicts with this run (other settings, foreign files) or the config is lacking."""
 
 

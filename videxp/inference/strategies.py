@@ -8,6 +8,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from videxp.errors import ConfigError
+
 Step = tuple[list[int], list[int]]
 """One sampling step: (observed frame indices, target frame indices), absolute and 0-based."""
 
@@ -20,7 +22,7 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 _T = TypeVar("_T", bound="Strategy")
 
 
-class ScheduleError(ValueError):
+class ScheduleError(ConfigError):
     """The settings leave FDM's index rules no way to make progress (or they would loop forever)."""
 
 

@@ -32,15 +32,22 @@ def load_run(path: str | Path) -> tuple[Path, dict[str, dict[str, Any]]]:
 
 def _read(file: Path) -> dict[str, Any]:
     try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as e:
+        doc = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{file}: not valid JSON: {e}") from e
+    if not isinstance(doc, dict):
+        raise ValueError(f"{file}: expected a JSON object of metric results, got a {type(doc).__name__}")
+    return doc
 
 
 def _results(doc: dict[str, Any], file: Path) -> dict[str, dict[str, Any]]:
     results = {k: v for k, v in doc.items() if isinstance(v, dict) and "value" in v}
     if not results:
         raise ValueError(f"{file}: holds no metric results (objects with a 'value')")
+    for name, result in results.items():
+        value = result["value"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"{file}: {name}.value must be a number or null, got {value!r}")
     return results
 
 

@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary name beside the target, then rename."""
+"""Atomic file writes (a temporary name beside the target, then rename) and the writable-folder check."""
 
 from __future__ import annotations
 
@@ -12,8 +12,21 @@ from typing import Any
 
 import numpy as np
 
-_UMASK = os.umask(0o022)  # the process umask (reading it means setting it: put it back)
-os.umask(_UMASK)
+from videxp.errors import RunFolderError
+
+
+def current_umask() -> int:
+    """The process umask now (Linux: read from /proc, no race; elsewhere set and put back)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # reading it means setting it: put it back
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -27,7 +40,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give what open() would (shared run folders)
+    os.fchmod(
+        fd, 0o666 & ~current_umask()
+    )  # mkstemp makes 0600 files; give what open() would (shared folders)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -36,6 +51,26 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def ensure_writable(folder: str | os.PathLike | None, key: str) -> Path | None:
+    """Create `folder` if needed and prove a file can be written there (before any work starts); None: no-op.
+
+    RunFolderError names the folder, the config `key` that chose it and why (read-only, a file in the way).
+    """
+    if folder is None:
+        return None
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".videxp-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunFolderError(
+            f"{folder}: cannot write there ({e.strerror or e}); make it writable or choose another {key}=..."
+        ) from e
+    return folder
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

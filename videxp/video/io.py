@@ -149,8 +149,15 @@ def _read_gif(path: Path) -> np.ndarray:
 def _read_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)
+    except EOFError as e:  # an empty file
+        raise VideoError(f"{path}: cannot read .npy: the file is empty ({e})") from e
     except (OSError, ValueError) as e:
         raise VideoError(f"{path}: cannot read .npy: {e}") from e
+    if not isinstance(array, np.ndarray):  # np.load opens a zip (.npz) whatever the suffix
+        array.close()
+        raise VideoError(
+            f"{path}: cannot read .npy: it is an .npz archive, not one array (save it with np.save)"
+        )
     if isinstance(array, np.ndarray) and array.ndim == 3:
         array = array[..., None]  # grayscale [T, H, W] -> [T, H, W, 1]
     return check_video(array, str(path))

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from videxp.errors import VidexpError
 from videxp.weights.registry import is_offline
 
 _DTYPES = {
@@ -25,7 +26,7 @@ _DTYPES = {
 }
 
 
-class ModelNotAvailable(FileNotFoundError):
+class ModelNotAvailable(VidexpError, FileNotFoundError):
     """Pretrained files are not on this machine and may not (or could not) be downloaded."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from videxp.errors import VidexpError, WeightsError
 from videxp.utils.io import atomic_path
 
 CHUNK_BYTES = 1 << 20  # read / write block size for hashing and downloads
@@ -23,12 +24,8 @@ _TRUE = {"1", "true", "yes", "on"}
 SUBDIRS = ("videxp", "torch")
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(VidexpError, RuntimeError):
     """A file is truncated or does not match its expected md5 / sha256 / git blob id / size."""
-
-
-class WeightsError(RuntimeError):
-    """Base class for weight-file errors that are not a missing file."""
 
 
 class WeightsChecksumError(WeightsError, ChecksumError):
@@ -39,7 +36,7 @@ class WeightsDownloadError(WeightsError):
     """Every URL of a weight failed to download (network or HTTP errors)."""
 
 
-class WeightsMissingError(FileNotFoundError):
+class WeightsMissingError(VidexpError, FileNotFoundError):
     """A weight file is not in the cache and may not be downloaded (offline or download=False)."""
 
 
