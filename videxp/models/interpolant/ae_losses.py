@@ -139,6 +139,7 @@ class AutoencoderLoss(nn.Module):
         disc_start: int = 0,
         codebook_weight: float = 1.0,
         rec_loss: str = "l1",
+        saturate: bool = False,
         perceptual_weight: float = 1.0,
         perceptual_net: str = "vgg",
         perceptual_backbone_path: str | os.PathLike | None = None,
@@ -159,6 +160,7 @@ class AutoencoderLoss(nn.Module):
         self.disc_start = int(disc_start)
         self.codebook_weight = float(codebook_weight)
         self.rec_loss = rec_loss
+        self.saturate = bool(saturate)
         self.perceptual_weight = float(perceptual_weight)
         self.perceptual_net = perceptual_net
         self.disc_factor = float(disc_factor)
@@ -177,8 +179,15 @@ class AutoencoderLoss(nn.Module):
         return adopt_weight(self.disc_factor, step, self.disc_start) > 0
 
     def pixel_loss(self, inputs: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
-        """Per-pixel |x − x̂| or (x − x̂)² [B, C, H, W]."""
-        diff = inputs.contiguous() - recon.contiguous()
+        """Per-pixel |x − x̂| or (x − x̂)² [B, C, H, W].
+
+        With `saturate`, a target at an end of the range [-1, 1] (black, a saturated channel) is met by any
+        value beyond that end: decoded frames are clamped to the range, so only the side inside counts.
+        """
+        diff = inputs.contiguous() - recon.contiguous()  # [B, C, H, W]
+        if self.saturate:
+            beyond = ((inputs <= -1) & (diff > 0)) | ((inputs >= 1) & (diff < 0))  # x̂ past the end x sits at
+            diff = diff.masked_fill(beyond, 0.0)
         return diff.abs() if self.rec_loss == "l1" else diff.square()
 
     def perceptual_loss(self, inputs: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
