@@ -10,11 +10,22 @@ import time
 from pathlib import Path
 
 
+class StepFailed(Exception):
+    """A demo step exited non-zero (its own error line is already printed above)."""
+
+    def __init__(self, step: str, entry: str, code: int) -> None:
+        super().__init__(f"step {step} (videxp-{entry}) failed with exit code {code}; its error is above")
+        self.code = code
+
+
 def _run(step: str, entry: str, *overrides: str) -> float:
-    """Run `videxp-<entry>` with the overrides in a fresh process; returns its wall time in seconds."""
+    """Run `videxp-<entry>` with the overrides in a fresh process; returns its wall time in seconds.
+    StepFailed when it exits non-zero."""
     print(f"\n[{step}] $ " + " ".join(["videxp-" + entry, *overrides]), flush=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", f"videxp.{entry}", *overrides], check=True)
+    code = subprocess.run([sys.executable, "-m", f"videxp.{entry}", *overrides]).returncode
+    if code != 0:
+        raise StepFailed(step, entry, code)
     return time.perf_counter() - start
 
 
@@ -44,11 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     train_dir = Path("outputs/train") / args.run_name
     sample_dir = Path("outputs/sample") / args.run_name
     eval_dir = Path("outputs/evaluate") / args.run_name
-    seconds = {
-        "train": _run("1/3 train", "train", *common),
-        "sample": _run("2/3 sample", "sample", *common, f"ckpt_path={train_dir}"),
-        "evaluate": _run("3/3 evaluate", "evaluate", *common, f"eval_dir={sample_dir / 'samples'}"),
-    }
+    try:
+        seconds = {
+            "train": _run("1/3 train", "train", *common),
+            "sample": _run("2/3 sample", "sample", *common, f"ckpt_path={train_dir}"),
+            "evaluate": _run("3/3 evaluate", "evaluate", *common, f"eval_dir={sample_dir / 'samples'}"),
+        }
+    except StepFailed as failed:
+        print(f"videxp-demo: error: {failed}", file=sys.stderr, flush=True)
+        sys.exit(failed.code if failed.code > 0 else 128 - failed.code)  # killed by a signal: 128 + signal
     grids = sorted((sample_dir / "videos").glob("grid_*.gif"))
     report = json.loads((eval_dir / "metrics.json").read_text())
     print("\nvidexp demo finished in " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))

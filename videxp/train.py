@@ -16,7 +16,7 @@ from videxp.models.resume import resume_checkpoint
 from videxp.utils import wandb_run
 from videxp.utils.cli import reports_errors
 from videxp.utils.config_check import check_config
-from videxp.utils.io import ensure_writable
+from videxp.utils.io import ensure_writable, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ def run(cfg: DictConfig) -> L.Trainer:
     """Train per `cfg`; returns the finished Trainer (bad config values, an unwritable run folder: refused
     first)."""
     check_config(cfg)
-    ensure_writable(cfg.paths.output_dir, "paths.output_dir")
+    out = ensure_writable(cfg.paths.output_dir, "paths.output_dir")
+    remove_stale_temps(out, out / "checkpoints", out / "val_samples")  # a killed run's half-written files
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset)
     model = instantiate(cfg.model)

@@ -11,14 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import TINY
+from conftest import TINY, compose_cfg, save_lightning_checkpoint
+from hydra.utils import instantiate
 from PIL import Image
 
 from videxp import compare, evaluate, prepare, sample, train
+from videxp.data.hdf5 import write_shards
+from videxp.data.sources import MANIFEST, PREPARED_FORMAT
 
 T, SIZE = 8, 16
 ENTRIES = {"evaluate": evaluate, "sample": sample, "train": train, "prepare": prepare, "compare": compare}
@@ -99,12 +103,74 @@ def data(tmp_path_factory) -> Path:
     }.items():
         (d / "runs_in" / name).mkdir(parents=True)
         (d / "runs_in" / name / "metrics.json").write_text(content)
+    _trust_inputs(d)
     return d
+
+
+DATA_TINY = [o for o in TINY if not o.startswith(("model.", "dataset.source."))]  # any dataset / model
+
+
+def _samples_with(folder: Path, dataset: dict) -> None:
+    """A samples folder: one sample of video 0 and a manifest whose dataset block is `dataset`."""
+    folder.mkdir(parents=True)
+    np.save(folder / "sample_0000-0.npy", clip(0, t=4, size=8))
+    manifest = {
+        "format": "videxp.samples/1",
+        "dataset": dataset,
+        "split": "test",
+        "inference": {"name": "autoreg", "video_length": 4, "obs_length": 2},
+        "samples": [{"file": "sample_0000-0.npy", "video": 0, "sample": 0, "video_id": "0"}],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _trust_inputs(d: Path) -> None:
+    """The inputs of the trust checks: crafted manifests, checkpoints, loops, corrupt shards, detectors."""
+    _samples_with(d / "system_manifest", {"_target_": "os.system", "command": f"touch {d}/pwned"})
+    (d / "empty.ckpt").touch()
+    (d / "random.ckpt").write_bytes(np.random.default_rng(0).bytes(4096))
+    fdm = compose_cfg("sample", TINY, d).model
+    save_lightning_checkpoint(d / "fdm.ckpt", instantiate(fdm))
+    # samples made with seed 0 (random weights) and with a checkpoint later replaced at the same path
+    for name, ckpt in (("sampled_random", "random"), ("sampled_ckpt", str(d / "swap.ckpt"))):
+        if ckpt != "random":
+            save_lightning_checkpoint(Path(ckpt), instantiate(fdm), step=1)
+        sample.run(compose_cfg("sample", [*SAMPLE, "sample.stop_index=1", f"ckpt_path={ckpt}"], d / name))
+    torch.manual_seed(1)
+    save_lightning_checkpoint(d / "swap.ckpt", instantiate(fdm), step=1)  # same path, other weights
+    loop = videos(d / "symloop")
+    (loop / "v1.npy").unlink()
+    (loop / "v1.npy").symlink_to(loop / "v1b.npy")
+    (loop / "v1b.npy").symlink_to(loop / "v1.npy")
+    # an HDF5 test split with one flipped pixel byte, named by a samples manifest scored by evaluate
+    write_shards([clip(i, t=4, size=8) for i in range(2)], d / "shards" / "test", compress=False)
+    shard = d / "shards" / "test" / "shard_0001.hdf5"
+    with h5py.File(shard, "r") as h5:
+        offset = h5["0/1"].id.get_offset() + 5
+    data = bytearray(shard.read_bytes())
+    data[offset] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    source = {"_target_": "videxp.data.sources.build_source", "_partial_": True, "name": "hdf5"}
+    hdf5 = {
+        "_target_": "videxp.data.datamodule.VideoDataModule",
+        "name": "hdf5",
+        "video_length": 4,
+        "image_size": 8,
+        "batch_size": 1,
+        "num_workers": 0,
+        "source": {**source, "root": str(d / "shards"), "format": "prepared"},
+        "clips": {"eval_mode": "first"},
+    }
+    _samples_with(d / "corrupt_shard_samples", hdf5)
+    (d / "prepared").mkdir()
+    (d / "prepared" / MANIFEST).write_text(json.dumps({"format": PREPARED_FORMAT}))
+    torch.jit.save(torch.jit.script(TinyDetector()), str(d / "i3d_torchscript.pt"))  # not StyleGAN-V's
 
 
 FOLDERS = ["real_dir={d}/real"]
 FVD = ["metric=[fvd]", "metric.fvd.detector={d}/detector.pt", "metric.fvd.num_frames=10"]
 SAMPLE = [*TINY, "sample.stop_index=2", "sample.batch_size=2"]
+RANDOM = [*SAMPLE, "ckpt_path=random"]  # sampling with random weights on purpose
 TRAIN = [*TINY, "trainer.max_steps=2"]
 # (id, entry point, arguments ({d}: the data folder), text the message must hold: the culprit)
 CASES = [
@@ -187,19 +253,19 @@ CASES = [
         "afile",
     ),
     # sample: settings refused before (or as) the model is built
-    ("sample-num_abc", "sample", [*SAMPLE, "sample.num_samples=abc"], "sample.num_samples"),
-    ("sample-num_float", "sample", [*SAMPLE, "sample.num_samples=1.5"], "sample.num_samples"),
-    ("sample-batch_0", "sample", [*SAMPLE, "sample.batch_size=0"], "sample.batch_size"),
-    ("sample-shard", "sample", [*SAMPLE, "sample.shard=3", "sample.num_shards=2"], "sample.shard"),
-    ("sample-range", "sample", [*SAMPLE, "sample.start_index=3", "sample.stop_index=1"], "[3, 1)"),
-    ("sample-format", "sample", [*SAMPLE, "sample.video_format=avi"], "sample.video_format"),
-    ("sample-split", "sample", [*SAMPLE, "sample.split=nope"], "nope"),
-    ("sample-obs_length", "sample", [*SAMPLE, "inference.obs_length=20"], "obs_length"),
-    ("sample-step_0", "sample", [*SAMPLE, "inference.step_size=0"], "inference.step_size"),
-    ("sample-device", "sample", [*SAMPLE, "device=banana"], "device"),
-    ("sample-model_size", "sample", [*SAMPLE, "model.size=huge"], "huge"),
-    ("sample-unknown_key", "sample", [*SAMPLE, "sample.nope=1"], "sample.nope"),
-    ("sample-out_dir_file", "sample", [*SAMPLE, "sample.out_dir={d}/afile/x"], "afile"),
+    ("sample-num_abc", "sample", [*RANDOM, "sample.num_samples=abc"], "sample.num_samples"),
+    ("sample-num_float", "sample", [*RANDOM, "sample.num_samples=1.5"], "sample.num_samples"),
+    ("sample-batch_0", "sample", [*RANDOM, "sample.batch_size=0"], "sample.batch_size"),
+    ("sample-shard", "sample", [*RANDOM, "sample.shard=3", "sample.num_shards=2"], "sample.shard"),
+    ("sample-range", "sample", [*RANDOM, "sample.start_index=3", "sample.stop_index=1"], "[3, 1)"),
+    ("sample-format", "sample", [*RANDOM, "sample.video_format=avi"], "sample.video_format"),
+    ("sample-split", "sample", [*RANDOM, "sample.split=nope"], "nope"),
+    ("sample-obs_length", "sample", [*RANDOM, "inference.obs_length=20"], "obs_length"),
+    ("sample-step_0", "sample", [*RANDOM, "inference.step_size=0"], "inference.step_size"),
+    ("sample-device", "sample", [*RANDOM, "device=banana"], "device"),
+    ("sample-model_size", "sample", [*RANDOM, "model.size=huge"], "huge"),
+    ("sample-unknown_key", "sample", [*RANDOM, "sample.nope=1"], "sample.nope"),
+    ("sample-out_dir_file", "sample", [*RANDOM, "sample.out_dir={d}/afile/x"], "afile"),
     # train
     ("train-max_steps", "train", [*TRAIN, "trainer.max_steps=abc"], "trainer.max_steps"),
     ("train-batch_0", "train", [*TRAIN, "dataset.batch_size=0"], "dataset.batch_size"),
@@ -220,6 +286,50 @@ CASES = [
     ),
     ("prepare-splits", "prepare", ["raw_dir={d}/real", "out_dir={d}/p", "splits=[nope]"], "splits"),
     ("prepare-out_dir_file", "prepare", ["raw_dir={d}/real", "out_dir={d}/afile/x"], "afile"),
+    # trust: data files are data, identities are checked, weights are what they claim
+    ("evaluate-system_target", "evaluate", ["eval_dir={d}/system_manifest"], "os.system"),
+    (
+        "sample-other_seed",
+        "sample",
+        [*RANDOM, "seed=7", "sample.stop_index=1", "sample.out_dir={d}/sampled_random"],
+        "seed",
+    ),
+    (
+        "sample-ckpt_replaced",
+        "sample",
+        [*SAMPLE, "ckpt_path={d}/swap.ckpt", "sample.stop_index=1", "sample.out_dir={d}/sampled_ckpt"],
+        "checkpoint_sha256",
+    ),
+    ("sample-no_ckpt", "sample", SAMPLE, "ckpt_path=random"),
+    ("sample-empty_ckpt", "sample", [*SAMPLE, "ckpt_path={d}/empty.ckpt"], "empty.ckpt"),
+    ("sample-random_ckpt", "sample", [*SAMPLE, "ckpt_path={d}/random.ckpt"], "random.ckpt"),
+    (
+        "sample-other_family",
+        "sample",
+        [*DATA_TINY, "model=interpolant", "ckpt_path={d}/fdm.ckpt"],
+        "fdm.ckpt",
+    ),
+    ("evaluate-symlink_loop", "evaluate", [*FOLDERS, "fake_dir={d}/symloop"], "v1"),
+    ("evaluate-corrupt_shard", "evaluate", ["eval_dir={d}/corrupt_shard_samples"], "shard_0001.hdf5"),
+    (
+        "sample-raw_on_prepared",
+        "sample",
+        [
+            *DATA_TINY,
+            "dataset=video_folder",
+            "ckpt_path=random",
+            "dataset.source.root={d}/prepared",
+            "dataset.source.format=raw",
+        ],
+        "dataset.source.format=auto",
+    ),
+    (
+        "evaluate-detector_impostor",
+        "evaluate",
+        [*FOLDERS, "fake_dir={d}/real", "metric=[fvd]", "metric.fvd.detector={d}/i3d_torchscript.pt"],
+        "i3d_torchscript.pt",
+    ),
+    ("train-video_length_short", "train", [*TRAIN, "dataset.video_length=4"], "model.max_frames"),
     # compare
     ("compare-missing", "compare", ["{d}/missing"], "missing"),
     ("compare-empty_folder", "compare", ["{d}/empty"], "empty"),
@@ -269,6 +379,7 @@ def test_bad_input_is_a_clear_error(data, case, entry, args, culprit, monkeypatc
     assert TRACEBACK not in out + err, err
     assert culprit in err, f"{case}: {culprit!r} not in the message:\n{err}"
     assert _files(data) == before, f"{case}: files left behind: {_files(data) ^ before}"
+    assert not (data / "pwned").exists(), "a manifest ran a command"
     if err.startswith(f"videxp-{entry}: error: ") and entry != "compare":
         assert len(err.splitlines()) <= 4, err
         log = (run_dir / f"{entry}.log").read_text()

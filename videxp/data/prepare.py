@@ -26,7 +26,7 @@ from videxp.data.records import SPLITS, VideoRecord
 from videxp.data.sources import MANIFEST, PREPARED_FORMAT, scan_records
 from videxp.data.transforms import ClipTransform
 from videxp.errors import VidexpError
-from videxp.utils.io import atomic_path, write_json
+from videxp.utils.io import atomic_path, remove_stale_temps, write_json
 from videxp.utils.provenance import git_state, package_versions, provenance
 from videxp.video import write_video
 from videxp.video.decode import decode_frames, probe
@@ -429,8 +429,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     )  # JSON round trip: compared with the manifest's copy on a rerun
 
+    remove_stale_temps(out_dir)  # a killed run's half-written manifest or marker
     existing = _check_out_dir(out_dir, fingerprint, splits, bool(cfg.overwrite))
     if existing is not None:
+        (out_dir / MARKER).unlink(missing_ok=True)  # a run killed after writing its manifest
         print(f"{out_dir}: already prepared with these settings ({MANIFEST}); nothing to do")
         return {"status": "up_to_date", "out_dir": str(out_dir), "manifest": existing}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from videxp.inference.generator import Generator
 from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.shards import Plan, batch_blocks, plan_shard
 from videxp.inference.strategies import Step, schedule_for
-from videxp.utils.io import write_json, write_npy
+from videxp.utils.io import remove_stale_temps, write_json, write_npy
 from videxp.utils.locks import unlock, wait_lock
 from videxp.utils.provenance import provenance
 from videxp.utils.seeding import derive_seed
@@ -294,6 +294,7 @@ def run_sampling(
     check_manifest(samples_dir / MANIFEST, manifest)
     check_parts(samples_dir, manifest, plan)
     check_identity(samples_dir, manifest)
+    remove_stale_temps(out_dir, samples_dir, videos_dir, samples_dir / PARTS / plan.run_id)  # a killed run's
 
     T = int(params["video_length"])
     written = skipped = 0

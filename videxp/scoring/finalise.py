@@ -34,7 +34,7 @@ from videxp.scoring.selection import (
     reference_identity,
     scored_frames,
 )
-from videxp.utils.io import write_json
+from videxp.utils.io import remove_stale_temps, write_json
 from videxp.utils.locks import try_lock, unlock, wait_lock
 from videxp.utils.provenance import provenance
 
@@ -95,6 +95,7 @@ def save_partial(
         old = json.loads(state_path.read_text())
         if old.get("metrics_key") == key and old.get("items") == items:
             return folder, False
+    remove_stale_temps(folder)  # a killed scorer's half-written states
     metrics = build_metrics(cfg) if metrics is None else metrics
     T = int(part["inference"]["video_length"])
     score_entries(
@@ -210,6 +211,7 @@ def finalise(
     try:
         if finished():  # another process finalised between our check and our claim
             return {"status": "done"}
+        remove_stale_temps(root, cfg.sample.out_dir)  # a killed finaliser's half-written report
         metrics = (metrics_factory or (lambda: build_metrics(cfg)))()
         if dataset is None:
             dataset = reference_dataset(header, samples_dir / MANIFEST)

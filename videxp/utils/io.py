@@ -1,10 +1,12 @@
-"""Atomic file writes (a temporary name beside the target, then rename) and the writable-folder check."""
+"""Atomic file writes (a temporary name beside the target, then rename), their leftovers, writable folders."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,11 @@ from typing import Any
 import numpy as np
 
 from videxp.errors import RunFolderError
+from videxp.utils.locks import lock_is_stale
+
+TEMP_STALE_S = 24 * 3600.0  # a temp file of another machine older than this is a crashed writer's leftover
+# `.<stem>.tmp-<pid>-<host>~<random><suffix>`: who is writing it, so a rerun knows a dead writer's leftovers
+_TEMP = re.compile(r"^\..*\.tmp-(?P<pid>\d+)-(?P<host>[^~/]+)~[^~/]*$")
 
 
 def current_umask() -> int:
@@ -39,7 +46,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+    prefix = f".{path.stem}.tmp-{os.getpid()}-{socket.gethostname()}~"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix or path.suffix, dir=path.parent)
     os.fchmod(
         fd, 0o666 & ~current_umask()
     )  # mkstemp makes 0600 files; give what open() would (shared folders)
@@ -51,6 +59,31 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(*folders: str | os.PathLike) -> list[Path]:
+    """Delete the temp files `atomic_path` left in `folders` (not recursive) when their writer is gone: a
+    process of this host that no longer runs (killed mid-write), or a file of another host older than
+    TEMP_STALE_S. A live writer's temp file is kept. Returns the files removed."""
+    removed = []
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            match = _TEMP.match(name)
+            path = Path(folder) / name
+            try:
+                if match is None or not path.is_file():
+                    continue
+                info = {"pid": int(match["pid"]), "host": match["host"], "time": path.stat().st_mtime}
+                if lock_is_stale(info, TEMP_STALE_S):
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue  # renamed into place or removed meanwhile
+    return removed
 
 
 def ensure_writable(folder: str | os.PathLike | None, key: str) -> Path | None:

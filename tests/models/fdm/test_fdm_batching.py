@@ -73,3 +73,27 @@ def test_window_batches_follow_the_autoreg_pattern():
     assert torch.equal(tb.latent_mask, 1 - tb.obs_mask)
     with pytest.raises(ValueError, match="max_frames"):
         build_window_batch(videos, 5, (1, 5), torch_generator(0))
+
+
+def test_videos_as_long_as_max_frames_finish_even_when_every_frame_is_chosen():
+    """FDM's loop spins forever once every frame of a T == max_frames video is chosen; ours stops there."""
+    obs, latent = sample_masks(400, 6, 6, torch_generator(3))
+    chosen = (obs + latent).sum(1)
+    assert (chosen <= 6).all() and (chosen == 6).any()
+
+
+def test_videos_shorter_than_max_frames_are_refused_not_spun_on():
+    with pytest.raises(ValueError, match=r"4 frames, fewer than max_frames=6.*dataset.video_length"):
+        sample_masks(2, 4, 6, torch_generator(0))
+
+
+def test_training_on_clips_shorter_than_max_frames_is_a_config_error_at_start(tmp_path):
+    from conftest import TINY, compose_cfg
+
+    from videxp import train
+    from videxp.errors import ConfigError
+
+    cfg = compose_cfg("train", [*TINY, "dataset.video_length=4", "trainer.max_steps=2"], tmp_path)
+    with pytest.raises(ConfigError, match=r"dataset.video_length=4 .* model.max_frames=6"):
+        train.run(cfg)
+    assert not (tmp_path / "checkpoints").exists()

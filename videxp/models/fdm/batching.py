@@ -44,12 +44,18 @@ def sample_masks(
     batch_size: int, T: int, max_frames: int, g: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FDM's `sample_all_masks`: per row, one latent group, then groups added to obs or latent (p = 0.5 each)
-    until the next group would not fit into `max_frames`. Returns obs, latent masks [B, T] (float)."""
+    until the next group would not fit into `max_frames`, or every frame is chosen (FDM itself loops forever
+    there). Returns obs, latent masks [B, T] (float)."""
+    if max_frames > T:
+        raise ValueError(
+            f"videos have {T} frames, fewer than max_frames={max_frames}: FDM's masks need at least "
+            "max_frames frames per video (set dataset.video_length >= model.max_frames)"
+        )
     obs = torch.zeros(batch_size, T)
     latent = torch.zeros(batch_size, T)
     for b in range(batch_size):
         latent[b, sample_some_indices(max_frames, T, g)] = 1.0
-        while True:
+        while obs[b].sum() + latent[b].sum() < T:  # every frame chosen (T == max_frames): FDM would spin
             target = obs if _uniform(g) < 0.5 else latent
             idx = torch.tensor(sample_some_indices(max_frames, T, g))
             idx = idx[(obs[b, idx] + latent[b, idx]) == 0]  # drop frames already chosen

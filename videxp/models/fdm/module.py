@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from videxp.errors import ConfigError
 from videxp.models.fdm.batching import build_training_batch, build_window_batch
 from videxp.models.fdm.checkpoint import load_fdm_checkpoint, save_fdm_checkpoint
 from videxp.models.fdm.diffusion import GaussianDiffusion
@@ -107,6 +108,18 @@ class FDMModule(L.LightningModule):
                 f"observed_frames={observed_frames} must lie in [0, max_frames - 1 = {max_frames - 1}] "
                 "(a number or an inclusive [min, max] range)"
             )
+
+    def prepare_datamodule(self, datamodule: L.LightningDataModule) -> L.LightningDataModule:
+        """Refuse training clips shorter than `max_frames` before the first step (FDM's mask sampling would
+        never finish on them); the datamodule is returned unchanged."""
+        length = getattr(datamodule, "video_length", None)
+        if length is not None and int(length) < self.max_frames:
+            raise ConfigError(
+                f"dataset.video_length={length} is shorter than model.max_frames={self.max_frames}: FDM "
+                f"trains on {self.max_frames} frames of one clip; set "
+                f"dataset.video_length>={self.max_frames} or model.max_frames<={length}"
+            )
+        return datamodule
 
     @property
     def num_classes(self) -> int | None:

@@ -12,13 +12,13 @@ import torch
 
 from videxp.callbacks.sample_metrics import SampleMetrics
 from videxp.models.interpolant.ae_losses import AutoencoderLoss
-from videxp.models.interpolant.schedules import lr_schedule
 from videxp.models.interpolant.checkpoints import (
     build_autoencoder,
     find_prefixed,
     load_autoencoder,
     read_state_dict,
 )
+from videxp.models.interpolant.schedules import lr_schedule
 from videxp.utils.io import atomic_path
 from videxp.utils.seeding import derive_seed, torch_generator
 
@@ -222,7 +222,9 @@ class AutoencoderModule(L.LightningModule):
         opt_g = torch.optim.Adam(self.ae.parameters(), lr=lr, betas=betas)
         opt_d = torch.optim.Adam(self.loss.discriminator.parameters(), lr=lr, betas=betas)
         s = dict(self.schedule)
-        schedule = lr_schedule(opt_g, s.pop("name"), int(s.pop("warmup_steps")), int(s.pop("total_steps")), **s)
+        schedule = lr_schedule(
+            opt_g, s.pop("name"), int(s.pop("warmup_steps")), int(s.pop("total_steps")), **s
+        )
         return [opt_g, opt_d], [{"scheduler": schedule, "interval": "step"}]
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -21,7 +21,6 @@ from videxp.utils.seeding import derive_seed, torch_generator
 log = logging.getLogger(__name__)
 
 
-
 def pick_frames(num_frames: int, batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
     """RIVER's training frames per row: target ~ U{2..T-1}, reference = target - 1, context ~ U{0..target-2}.
 
@@ -32,8 +31,6 @@ def pick_frames(num_frames: int, batch: int, g: torch.Generator) -> tuple[torch.
     target = torch.randint(2, num_frames, (batch,), generator=g)  # [B]
     context = (torch.rand(batch, generator=g) * (target - 1)).long()  # [B] uniform over 0..target-2
     return target, target - 1, context
-
-
 
 
 class InterpolantModule(L.LightningModule):
