@@ -200,11 +200,6 @@ def test_killed_training_resumes_at_its_last_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the training dataloader is not resumable mid-epoch: a resumed run restarts the epoch's batch "
-    "order (Lightning warns), so its weights differ from an uninterrupted run's",
-)
 def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
     whole = tmp_path / "whole"
     train.run(compose_cfg("train", TRAIN, whole))

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from videxp.data.clips import ClipSampler
+from videxp.data.order import ResumableShuffle
 from videxp.data.records import DEFAULT_PROMPT, SPLITS, class_prompt
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
@@ -58,17 +59,21 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _rng(self, i: int) -> np.random.Generator:
-        if self.sampler.mode == "random":
-            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-        return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, i])
+    def _rng(self, i: int, draw: int | None) -> np.random.Generator:
+        if self.sampler.mode != "random":
+            return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, i])
+        if draw is not None:  # a numbered draw of the training order: reproducible on resume
+            return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, draw, i])
+        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
 
     def video_id(self, i: int) -> str:
         return self.source.record(self.windows[i].video).video_id
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Clip `key`, or `(clip, draw)` from ResumableShuffle (random windows seeded by the draw)."""
+        i, draw = key if isinstance(key, tuple) else (key, None)
         window = self.windows[i]
-        rng = self._rng(i)
+        rng = self._rng(i, draw)
         n = self._frames[window.video]
         start = self.sampler.draw_start(window, n, rng)
         indices = self.sampler.frame_indices(window, start, n)  # [T]
@@ -166,11 +171,12 @@ class VideoDataModule(L.LightningDataModule):
             )
         return self._datasets[split]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, sampler: ResumableShuffle | None = None) -> DataLoader:
         return DataLoader(
             self.dataset(split),
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=shuffle,
@@ -178,7 +184,21 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled training clips. On one process the order is a stream fixed by the run seed and read
+        from the batches already done (ResumableShuffle): a resumed run continues it exactly. Several
+        processes (DDP) keep Lightning's distributed sampler, which restarts the epoch on resume."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size > 1:
+            return self._loader("train", shuffle=True)
+        progress = trainer.fit_loop.epoch_loop.batch_progress.total  # restored from a checkpoint on resume
+
+        def position() -> int:
+            return progress.processed * self.batch_size  # draws used: batches whose step ran x batch size
+
+        seed = torch.initial_seed()  # the run seed (seed_everything), the same on resume
+        return self._loader(
+            "train", shuffle=True, sampler=ResumableShuffle(len(self.dataset("train")), seed, position)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
