@@ -6,12 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import http.server
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -43,6 +45,22 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "callbacks.sample_metrics.num_videos=2",
 ]
+
+
+def write_samples_folder(folder: Path, dataset: dict, sample: np.ndarray) -> Path:
+    """A samples folder: `sample` [T, H, W, 3] uint8 as video 0's sample 0, and a manifest whose dataset block
+    is `dataset` (2 observed of 4 frames); returns the manifest's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "sample_0000-0.npy", sample)
+    manifest = {
+        "format": "videxp.samples/1",
+        "dataset": dataset,
+        "split": "test",
+        "inference": {"name": "autoreg", "video_length": 4, "obs_length": 2},
+        "samples": [{"file": "sample_0000-0.npy", "video": 0, "sample": 0, "video_id": "0"}],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder / "manifest.json"
 
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path | str) -> DictConfig:

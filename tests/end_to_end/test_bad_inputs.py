@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import TINY, compose_cfg, save_lightning_checkpoint
+from conftest import TINY, compose_cfg, save_lightning_checkpoint, write_samples_folder
 from hydra.utils import instantiate
 from PIL import Image
 
@@ -112,16 +112,7 @@ DATA_TINY = [o for o in TINY if not o.startswith(("model.", "dataset.source."))]
 
 def _samples_with(folder: Path, dataset: dict) -> None:
     """A samples folder: one sample of video 0 and a manifest whose dataset block is `dataset`."""
-    folder.mkdir(parents=True)
-    np.save(folder / "sample_0000-0.npy", clip(0, t=4, size=8))
-    manifest = {
-        "format": "videxp.samples/1",
-        "dataset": dataset,
-        "split": "test",
-        "inference": {"name": "autoreg", "video_length": 4, "obs_length": 2},
-        "samples": [{"file": "sample_0000-0.npy", "video": 0, "sample": 0, "video_id": "0"}],
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_samples_folder(folder, dataset, clip(0, t=4, size=8))
 
 
 def _trust_inputs(d: Path) -> None:

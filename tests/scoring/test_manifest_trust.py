@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import compose_cfg
+from conftest import compose_cfg, write_samples_folder
 
 from videxp.data.description import datamodule_from_description
 from videxp.errors import ConfigError
@@ -37,17 +37,7 @@ SHAPES = {
 def _samples_folder(tmp_path, dataset: dict) -> tuple:
     """A samples folder with one (blank) sample and a manifest whose dataset block is `dataset`."""
     samples = tmp_path / "samples"
-    samples.mkdir()
-    np.save(samples / "sample_0000-0.npy", np.zeros((4, 8, 8, 3), np.uint8))
-    manifest = {
-        "format": "videxp.samples/1",
-        "dataset": dataset,
-        "split": "test",
-        "inference": {"name": "autoreg", "video_length": 4, "obs_length": 2},
-        "samples": [{"file": "sample_0000-0.npy", "video": 0, "sample": 0, "video_id": "x"}],
-    }
-    (samples / "manifest.json").write_text(json.dumps(manifest))
-    return samples, samples / "manifest.json"
+    return samples, write_samples_folder(samples, dataset, np.zeros((4, 8, 8, 3), np.uint8))
 
 
 def _copy_attack(tmp_path) -> tuple[dict, object]:

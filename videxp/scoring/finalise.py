@@ -155,18 +155,32 @@ def _feed_reference(
 
 
 def append_fvd_report(path: Path, row: dict[str, Any]) -> None:
-    """Append one row to fvd_report.csv (header once), under a lock so concurrent writers don't interleave."""
+    """Append one row to fvd_report.csv (header once), under a lock so concurrent writers don't interleave.
+
+    A row equal to one already there in every column but `time` is not added again: a finaliser killed
+    between its append and its `finalised.json` adds nothing when rerun.
+    """
     path = Path(path)
+    values = {c: "" if row.get(c) is None else str(row.get(c)) for c in CSV_COLUMNS}  # as csv reads them back
     lock = path.with_name(path.name + ".lock")
     wait_lock(lock, CSV_LOCK_STALE_S)
     try:
+        fresh = not path.is_file() or path.stat().st_size == 0
+        if not fresh:
+            with open(path, newline="") as f:
+                same = (
+                    all(old.get(c) == values[c] for c in CSV_COLUMNS if c != "time")
+                    for old in csv.DictReader(f)
+                )
+                if any(same):
+                    return
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-        if not path.is_file() or path.stat().st_size == 0:
+        if fresh:
             writer.writeheader()
-        writer.writerow({c: row.get(c, "") for c in CSV_COLUMNS})
+        writer.writerow(values)
         with open(path, "a", newline="") as f:
-            f.write(buf.getvalue())
+            f.write(buf.getvalue())  # one write: concurrent readers never see half a row
             f.flush()
     finally:
         unlock(lock)
