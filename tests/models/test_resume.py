@@ -78,7 +78,6 @@ def test_a_truncated_last_ckpt_without_a_previous_one_is_a_clear_error(tmp_path)
         resume_checkpoint(tmp_path / "run", None)
 
 
-@pytest.mark.slow  # two tiny trainings: ~15 s idle, 40+ s on busy shared cores; the tests above cover it
 def test_training_keeps_the_previous_last_ckpt_and_resumes_from_it_when_last_is_cut_short(in_tmp, caplog):
     base = [
         *TINY,
