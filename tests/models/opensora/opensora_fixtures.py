@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from conftest import REFERENCE_OUTPUTS
-from river_fixtures import rule_state_dict
+from models.interpolant.river_fixtures import rule_state_dict
 
 OPENSORA_DATA = REFERENCE_OUTPUTS / "opensora"
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from videxp import train
 from videxp.models.loading import build_module
+from videxp.models.opensora import vae as opensora_vae
 from videxp.models.opensora.module import OpenSoraModule
 from videxp.models.opensora.text import T5TextEncoder
 from videxp.weights.files import ModelNotAvailable
@@ -230,3 +231,23 @@ def test_text_encoder_loads_a_t5_folder_and_missing_weights_fail_clearly(tmp_pat
         T5TextEncoder(size="full")
     with pytest.raises(ModelNotAvailable, match="hpcai-tech/OpenSora-STDiT-v4"):
         OpenSoraModule(size="xl")
+
+
+def test_hub_revisions_are_pinned_per_network(monkeypatch):
+    m = OpenSoraModule(size="tiny", max_frames=49, revision="v4")  # a plain string pins the STDiT3, as before
+    assert m.revision == {"stdit": "v4", "vae": None, "text_encoder": None}
+    m = OpenSoraModule(size="tiny", max_frames=49, revision={"vae": "abc", "text_encoder": "def"})
+    assert m.revision == {"stdit": None, "vae": "abc", "text_encoder": "def"}
+    with pytest.raises(ValueError, match=r"model\.revision: unknown keys \['t5'\]"):
+        OpenSoraModule(size="tiny", max_frames=49, revision={"t5": "x"})
+
+    asked = {}
+
+    def resolve(path_or_id, what, revision=None):
+        asked[what] = revision
+        raise ModelNotAvailable("stop here")
+
+    monkeypatch.setattr(opensora_vae, "resolve_weight_file", resolve)
+    with pytest.raises(ModelNotAvailable):
+        opensora_vae.load_vae("owner/vae", revision="abc")
+    assert asked == {"Open-Sora VAE": "abc"}

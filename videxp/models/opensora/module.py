@@ -93,7 +93,7 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         self,
         size: str = "xl",
         pretrained: dict[str, str | None] | None = None,
-        revision: str | None = None,
+        revision: str | dict[str, str | None] | None = None,
         dtypes: dict[str, str] | None = None,
         tiny_seed: int = 0,
         lora: dict[str, Any] | None = None,
@@ -129,8 +129,10 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         self.max_frames, self.size = int(max_frames), size
         self.sampling = dict(sampling or {})
 
-        self.stdit, self.vae, self.text_encoder = self._build(size, dtypes, revision, int(tiny_seed))
-        self.revision = revision
+        # a hub revision per network; a plain string is the STDiT3's (the only one it used to pin)
+        given = {"stdit": revision} if isinstance(revision, str) else revision
+        self.revision = merge_settings(given, dict.fromkeys(DEFAULT_PRETRAINED), "revision")
+        self.stdit, self.vae, self.text_encoder = self._build(size, dtypes, self.revision, int(tiny_seed))
         self.vae.requires_grad_(False).eval()
         if gradient_checkpointing:
             self.stdit.enable_gradient_checkpointing()
@@ -145,7 +147,7 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         )
 
     # ----------------------------------------------------------------- building
-    def _build(self, size: str, dtypes: dict, revision: str | None, seed: int):
+    def _build(self, size: str, dtypes: dict, revision: dict[str, str | None], seed: int):
         """(stdit, vae, text_encoder): random tiny networks, or the released weights. A `pretrained` entry
         of null builds that network randomly initialised (benchmarks); for the text encoder that is a
         2-layer T5 of the STDiT3's caption width with the offline word-level tokenizer."""
@@ -157,15 +159,15 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
             if p["stdit"] is None or tiny:
                 stdit = STDiT3(stdit3_config(size, **extra)).to(dtypes["stdit"])
             else:
-                stdit = load_stdit3(p["stdit"], size, dtype=dtypes["stdit"], revision=revision)
+                stdit = load_stdit3(p["stdit"], size, dtype=dtypes["stdit"], revision=revision["stdit"])
             if p["vae"] is None or tiny:
                 vae = OpenSoraVAE(VAE_SIZE[size]).to(dtypes["vae"])
             else:
-                vae = load_vae(p["vae"], VAE_SIZE[size], dtype=dtypes["vae"])
+                vae = load_vae(p["vae"], VAE_SIZE[size], dtype=dtypes["vae"], revision=revision["vae"])
         text = T5TextEncoder(
             size="tiny" if tiny or p["text_encoder"] is None else "full",
             pretrained=p["text_encoder"] or T5_ID,
-            revision=None,
+            revision=revision["text_encoder"] if p["text_encoder"] else None,
             max_length=stdit.config.model_max_length,
             dtype=dtypes["text_encoder"],
             d_model=stdit.config.caption_channels,
@@ -386,8 +388,8 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
                 "lora": self.lora_cfg,
                 "use_ema": use_ema,
                 "revision": self.revision,
-                "resolved_revision": None  # the commit of the STDiT3 repository, when known
+                "resolved_revision": None  # per network: the commit its hub repository resolved to
                 if self.size == "tiny"
-                else resolved_revision(self.pretrained.get("stdit"), self.revision),
+                else {k: resolved_revision(v, self.revision[k]) for k, v in self.pretrained.items()},
             },
         )

@@ -590,16 +590,17 @@ def load_vae(
     size: str | OpenSoraVAEConfig = "full",
     device: str | torch.device | None = "cpu",
     dtype: str | torch.dtype = torch.float32,
+    revision: str | None = None,
     **overrides: Any,
 ) -> OpenSoraVAE:
     """The VAE of preset `size` (or a config; plus field overrides), weights strictly loaded, in eval mode.
 
     `path_or_id`: a .safetensors / .pt / .pth / .bin file, a folder holding model.safetensors (or a single
-    weight file), or a hub id (`hf_hub_download`; offline only the cache is read, and a miss raises
-    `ModelNotAvailable` naming the id and the cache folder). A wrapper prefix (``module.``, ``model.``,
+    weight file), or a hub id at `revision` (`hf_hub_download`; offline only the cache is read, and a miss
+    raises `ModelNotAvailable` naming the id and the cache folder). A wrapper prefix (``module.``, ``model.``,
     ``vae.``, ...) is stripped. Built on the meta device, so no memory goes to a random initialisation.
     """
-    path = resolve_weight_file(path_or_id, "Open-Sora VAE")
+    path = resolve_weight_file(path_or_id, "Open-Sora VAE", revision)
     state = read_state_dict(path)
     with torch.device("meta"):
         vae = OpenSoraVAE(vae_config(size, **overrides))
