@@ -112,7 +112,8 @@ def test_rerun_of_a_finished_shard_rewrites_nothing(runs):
 
 def test_finaliser_runs_once_under_concurrent_calls(runs, tmp_path):
     root, _, statuses = runs
-    cfg = compose_cfg("sample", _overrides(root, f"sample.out_dir={root / 'sharded'}"), root / "sharded")
+    overrides = _overrides(root, f"sample.out_dir={root / 'sharded'}", "run_name=refinalised")
+    cfg = compose_cfg("sample", overrides, root / "sharded")
     summary = statuses[1]
     samples_dir, plan, header = Path(summary["samples_dir"]), summary["plan"], summary["part"]
     (partial_root(samples_dir, plan.run_id) / "finalised.json").unlink()  # as if no shard had finalised
@@ -129,7 +130,7 @@ def test_finaliser_runs_once_under_concurrent_calls(runs, tmp_path):
     for t in threads:
         t.join()
     assert results.count("finalised") == 1 and set(results) <= {"finalised", "busy", "done"}
-    assert len(_csv_rows(root)) == rows_before + 1
+    assert len(_csv_rows(root)) == rows_before + 1  # one row, from the one call that finalised
     assert finalise(cfg, samples_dir, plan, header)["status"] == "done"  # idempotent
 
     # a stale lock (its process is gone) does not block: the next call breaks it and finalises
