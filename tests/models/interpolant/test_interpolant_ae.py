@@ -297,6 +297,32 @@ def test_generator_loss_before_and_after_disc_start():
     )
 
 
+def test_saturate_counts_only_the_side_of_a_range_end_inside_the_range():
+    x = torch.tensor([-1.0, -1.0, 1.0, 1.0, 0.0, 0.0]).reshape(1, 1, 1, 6)  # targets: black, white, mid-grey
+    y = torch.tensor([-1.5, -0.5, 1.5, 0.5, -1.5, 0.5]).reshape(1, 1, 1, 6)  # beyond, inside, ..., any side
+    plain = AutoencoderLoss(rec_loss="l2", perceptual_weight=0).pixel_loss(x, y).flatten()
+    torch.testing.assert_close(plain, torch.tensor([0.25, 0.25, 0.25, 0.25, 2.25, 0.25]))
+    saturated = AutoencoderLoss(rec_loss="l2", saturate=True, perceptual_weight=0).pixel_loss(x, y).flatten()
+    torch.testing.assert_close(saturated, torch.tensor([0.0, 0.25, 0.0, 0.25, 2.25, 0.25]))
+
+
+def test_learning_rate_schedule_is_constant_unless_asked():
+    def rates(**kw) -> list[float]:
+        optim = {"lr": 1e-3, "scale_lr": False}
+        module = AutoencoderModule(preset="test", loss={"perceptual_weight": 0}, optim=optim, **kw)
+        (opt_g, _), (entry,) = module.configure_optimizers()
+        out = []
+        for _ in range(4):
+            out.append(opt_g.param_groups[0]["lr"])
+            opt_g.step()
+            entry["scheduler"].step()
+        return out
+
+    assert rates() == [1e-3] * 4  # taming: constant
+    cosine = rates(schedule={"name": "cosine", "total_steps": 4})
+    assert cosine[0] == pytest.approx(1e-3) and cosine[1] > cosine[2] > cosine[3] > 0
+
+
 def test_perceptual_term_uses_the_cached_lpips_and_stays_out_of_checkpoints(alex_state):
     from videxp.metrics.lpips import LPIPS
 
