@@ -48,9 +48,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.stem}.tmp-{os.getpid()}-{socket.gethostname()}~"
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix or path.suffix, dir=path.parent)
-    os.fchmod(
-        fd, 0o666 & ~current_umask()
-    )  # mkstemp makes 0600 files; give what open() would (shared folders)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600 files; give what open() would
     os.close(fd)
     tmp_path = Path(tmp)
     try:
