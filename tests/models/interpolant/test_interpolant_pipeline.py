@@ -157,6 +157,16 @@ def test_pick_frames_follows_river():
         pick_frames(2, 1, g)
 
 
+def test_pick_frames_previous_context_is_distance_one():
+    target, reference, context = pick_frames(10, 500, torch.Generator().manual_seed(0), "previous")
+    assert torch.equal(reference, target - 1) and torch.equal(context, target - 2)
+    # the same targets as RIVER's draw: only the context differs
+    river = pick_frames(10, 500, torch.Generator().manual_seed(0))
+    assert torch.equal(river[0], target)
+    with pytest.raises(ValueError, match="training.context"):
+        pick_frames(10, 1, torch.Generator(), "nearest")
+
+
 def test_generator_keeps_its_latents_and_rejects_other_patterns():
     module = _module(interpolant="linear")
     generator = module.generator()
@@ -200,6 +210,13 @@ def test_context_redraw_per_step_or_per_frame():
     module.sampling["context"] = "per_frame"
     module.generator().generate(frames, [0, 1, 2, 3, 4], [5], {}, [7])
     assert len(set(torch.cat(seen).tolist())) == 1
+    seen.clear()
+    module.sampling["context"] = "previous"
+    module.generator().generate(frames, [0, 1, 2, 3, 4], [5, 6], {}, [7])
+    assert set(torch.cat(seen).tolist()) == {1}  # always the frame before the reference
+    seen.clear()
+    module.generator().generate(frames[:, :1], [0], [1], {}, [7])
+    assert set(torch.cat(seen).tolist()) == {1}  # a lone frame is its own context
 
 
 def test_ema_copies_before_start_step_then_averages():

@@ -14,7 +14,7 @@ from videxp.models.interpolant.samplers import em_sample, ode_grid, ode_sample
 from videxp.utils.seeding import randn_rows, row_generators
 
 METHODS = ("auto", "euler", "rk4", "em")
-CONTEXT_DRAWS = ("per_step", "per_frame")
+CONTEXT_DRAWS = ("per_step", "per_frame", "previous")
 UNLIMITED_FRAMES = 1_000_000  # RIVER conditions on every done frame: no window limit of its own
 
 
@@ -31,11 +31,13 @@ class InterpolantGenerator(Generator):
 
     Per frame: reference = the latest latent, context = a random earlier latent (redrawn at every
     drift evaluation with `context="per_step"`, as RIVER and PFI's Algorithm 3; once per frame with
-    `"per_frame"`, as PFI-video's code), index distance = reference − context (1 when only one frame is
-    done: it is its own context). The flow starts from Gaussian noise (`linear`, `trigonometric`; RIVER's
-    `warm_start` w mixes in the reference) or from the reference latent (`follmer`) and is integrated with
-    `method`: `euler` / `rk4` (torchdiffeq, over `ode_grid(steps, t_min, t_max)`) or `em`
-    (Euler–Maruyama with g = σ, PFI). `auto`: `em` for interpolants with noise (σ > 0), else `rk4`.
+    `"per_frame"`, as PFI-video's code; always the frame before the reference with `"previous"`, for
+    networks trained with `training.context=previous`), index distance = reference − context (1 when only
+    one frame is done: it is its own context). The flow starts from Gaussian noise (`linear`,
+    `trigonometric`; RIVER's `warm_start` w mixes in the reference) or from the reference latent
+    (`follmer`) and is integrated with `method`: `euler` / `rk4` (torchdiffeq, over
+    `ode_grid(steps, t_min, t_max)`) or `em` (Euler–Maruyama with g = σ, PFI). `auto`: `em` for
+    interpolants with noise (σ > 0), else `rk4`.
 
     Supports `inference=autoreg` only, with targets that directly follow the last observed frame
     (any step size: several targets are generated one after another). Latents of frames this generator
@@ -155,7 +157,11 @@ class InterpolantGenerator(Generator):
         reference = latents[:, -1]  # [B, c, h, w]
         positions = torch.tensor(indices, device=device)  # [n]
         rows = torch.arange(B, device=device)
-        fixed_context = draw_context(n, generators, device) if self.context == "per_frame" else None
+        fixed_context = None
+        if self.context == "per_frame":
+            fixed_context = draw_context(n, generators, device)  # [B]
+        elif self.context == "previous":
+            fixed_context = torch.full((B,), max(n - 2, 0), dtype=torch.int64, device=device)  # [B]
 
         def drift(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             ctx = fixed_context if fixed_context is not None else draw_context(n, generators, device)  # [B]

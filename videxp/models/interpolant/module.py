@@ -21,16 +21,24 @@ from videxp.utils.seeding import derive_seed, torch_generator
 log = logging.getLogger(__name__)
 
 
-def pick_frames(num_frames: int, batch: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
-    """RIVER's training frames per row: target ~ U{2..T-1}, reference = target - 1, context ~ U{0..target-2}.
+CONTEXTS = ("random", "previous")
+
+
+def pick_frames(
+    num_frames: int, batch: int, g: torch.Generator, context: str = "random"
+) -> tuple[torch.Tensor, ...]:
+    """Training frames per row: target ~ U{2..T-1}, reference = target - 1, and a context frame that is
+    `random` ~ U{0..target-2} (RIVER) or the `previous` one, target - 2 (distance 1 to the reference).
 
     Returns (target, reference, context) index tensors [B] (int64).
     """
     if num_frames < 3:
         raise ValueError(f"interpolant training needs clips of at least 3 frames, got {num_frames}")
+    if context not in CONTEXTS:
+        raise ValueError(f"training.context must be one of {CONTEXTS}, got {context!r}")
     target = torch.randint(2, num_frames, (batch,), generator=g)  # [B]
-    context = (torch.rand(batch, generator=g) * (target - 1)).long()  # [B] uniform over 0..target-2
-    return target, target - 1, context
+    uniform = (torch.rand(batch, generator=g) * (target - 1)).long()  # [B] uniform over 0..target-2
+    return target, target - 1, uniform if context == "random" else target - 2
 
 
 class InterpolantModule(L.LightningModule):
@@ -81,7 +89,13 @@ class InterpolantModule(L.LightningModule):
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False)
         self.interpolant_name = interpolant
         self.interpolant = build_interpolant(interpolant, **(interpolants or {}).get(interpolant, {}))
-        self.training_cfg = {"t_min": 0.0, "t_max": 1.0, "loss_reduction": "mean", **(training or {})}
+        self.training_cfg = {
+            "t_min": 0.0,
+            "t_max": 1.0,
+            "loss_reduction": "mean",
+            "context": "random",
+            **(training or {}),
+        }
         self.sampling = dict(sampling or {})
         self.optim = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, **(optim or {})}
         self.schedule = {"name": "constant", "warmup_steps": 0, "total_steps": 1, **(schedule or {})}
@@ -130,7 +144,7 @@ class InterpolantModule(L.LightningModule):
         """The regression loss of one batch of clips (`video` pixels or cached `latents`)."""
         clips = batch["latents"] if "latents" in batch else batch["video"]  # [B, T, ...]
         B, T = clips.shape[:2]
-        target, reference, context = pick_frames(T, B, g)
+        target, reference, context = pick_frames(T, B, g, self.training_cfg["context"])
         rows = torch.arange(B)
         chosen = torch.stack(
             [clips[rows, target], clips[rows, reference], clips[rows, context]], 1
