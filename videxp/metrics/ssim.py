@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +26,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # FDM: skimage < 0.20 defaults on floats: 7x7 uniform, sample covariance, data_range 2
     "fdm": {"window": "uniform", "win_size": 7, "sigma": None, "sample_covariance": True, "data_range": 2.0},
 }
-BACKENDS = ("auto", "conv2d", "shift")
-STRIP_ROWS = 32  # CPU: output rows filtered at once (cache blocking; the value does not change results)
+BACKENDS = ("auto", "cv2", "conv2d", "shift")
+STRIP_ROWS = (
+    32  # CPU `shift`: output rows filtered at once (cache blocking; the value does not change results)
+)
+CV2_CHUNK_ELEMENTS = 3 * 2**16  # CPU `cv2`: planes per task hold about this many pixels (~0.75 MB float32)
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # worker count -> the cv2 backend's threads (kept between calls)
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of its parent's threads
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of `workers` threads, made once per process."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="videxp-ssim")
+    return _POOLS[workers]
 
 
 def window_1d(window: str, win_size: int, sigma: float | None, dtype: torch.dtype) -> torch.Tensor:
@@ -64,6 +80,44 @@ def filter_valid(z: torch.Tensor, weights: list[float], backend: str) -> torch.T
     return res
 
 
+def ssim_map(fs, fd, ess, edd, mean_s, mean_d, c1: float, c2: float, cov_norm: float):
+    """The SSIM map from the window means of centred planes, for torch tensors and numpy arrays alike.
+
+    With s = x + y and d = x - y, centred per plane (s' = s - mean_s, d' = d - mean_d): `fs`, `fd` are the
+    window means of s', d' and `ess`, `edd` those of s'², d'². Since E[s²] - E[d²] = 4 E[xy] and
+    E[s²] + E[d²] = 2 (E[x²] + E[y²]), these four maps give μx μy, μx² + μy², σxy and σx² + σy²; variances
+    do not change with the centring, the means get mean_s, mean_d back. Factors of 2 cancel in each ratio.
+    Returns ((μs² - μd² + 2c1)(cov_norm (ess - edd - fs² + fd²) + 2c2)) /
+    ((μs² + μd² + 2c1)(cov_norm (ess + edd - fs² - fd²) + 2c2)), μs = fs + mean_s, μd = fd + mean_d.
+    """
+    fs2 = fs * fs
+    fd2 = fd * fd
+    cs_num = ess - edd  # 2·(2 σxy) + 2 c2 once finished
+    cs_num -= fs2
+    cs_num += fd2
+    if cov_norm != 1.0:
+        cs_num *= cov_norm
+    cs_num += 2 * c2
+    cs_den = ess + edd  # 2·(σx² + σy²) + 2 c2 once finished
+    cs_den -= fs2
+    cs_den -= fd2
+    if cov_norm != 1.0:
+        cs_den *= cov_norm
+    cs_den += 2 * c2
+    ms2 = fs + mean_s  # μx + μy
+    ms2 *= ms2
+    md2 = fd + mean_d  # μx - μy
+    md2 *= md2
+    out = ms2 - md2  # 2·(2 μx μy + c1) once finished
+    out += 2 * c1
+    out *= cs_num
+    ms2 += md2  # 2·(μx² + μy² + c1) once finished
+    ms2 += 2 * c1
+    ms2 *= cs_den
+    out /= ms2
+    return out
+
+
 class SSIM(FrameMetric):
     """Mean SSIM per frame: SSIM map per channel over the valid region, mean per channel, mean over channels.
 
@@ -74,16 +128,21 @@ class SSIM(FrameMetric):
     ``variant="fdm"``: FDM's skimage < 0.20 float defaults: 7×7 uniform window, sample covariance
     (N/(N-1) with N = 49), data_range 2. `data_range=None` takes the variant's value; it is always recorded.
 
-    Computed batched over all frames and channels in `dtype` (float64 by default; float32 is about twice as
-    fast and agrees to ~5e-7). `backend`: ``"conv2d"``
-    (depthwise separable `torch.nn.functional.conv2d`), ``"shift"`` (shifted-slice sums) or ``"auto"``
-    (conv2d for float64 on CUDA, shift otherwise: float64 conv2d is slow on CPU and float32 cuDNN convs may
-    use TF32). Both give the same values up to float rounding.
+    Computed batched over all frames and channels in `dtype`: float32 by default, within 1e-6 of the
+    float64 value (each plane is centred on its mean before the window sums, so float32's cancellation in
+    E[x²] - E[x]² scales with the plane's contrast, not its brightness); float64 for exact agreement.
+    `backend`: ``"cv2"`` (CPU: `cv2.sepFilter2D` over planes stacked into one image, numpy for the rest,
+    plane chunks spread over `torch.get_num_threads()` threads), ``"conv2d"`` (depthwise separable
+    `torch.nn.functional.conv2d`), ``"shift"`` (shifted-slice sums; what `compile=True` compiles) or
+    ``"auto"`` (cv2 on CPU without compile, shift with it; on CUDA conv2d for float64, else shift: float32
+    cuDNN convs may use TF32). All give the same values up to float rounding.
     """
 
     name = "ssim"
     higher_is_better = True
-    slice_bytes = 3 * 2**19  # CPU slices of ~1.5 MB input: the filtered maps stay near the L2 cache size
+    # CPU slices of ~64 MB (float64-sized) input: many cv2 chunks per slice for the threads to share
+    # (the shift backend blocks its filtering in strips of STRIP_ROWS rows within a slice)
+    slice_bytes = 64 * 2**20
 
     def __init__(
         self,
@@ -92,7 +151,7 @@ class SSIM(FrameMetric):
         data_range: float | None = None,
         k1: float = 0.01,
         k2: float = 0.03,
-        dtype: torch.dtype | str = torch.float64,
+        dtype: torch.dtype | str = torch.float32,
         backend: str = "auto",
         reduction: str = "mean",
         chunk_frames: int = 256,
@@ -104,6 +163,8 @@ class SSIM(FrameMetric):
             raise ValueError(f"variant must be one of {tuple(VARIANTS)}, got {variant!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "cv2" and compile:
+            raise ValueError("the cv2 SSIM backend runs OpenCV and numpy, which torch.compile cannot compile")
         dtype = {"float64": torch.float64, "float32": torch.float32}.get(dtype, dtype)  # config strings
         if dtype not in (torch.float64, torch.float32):
             raise ValueError(
@@ -145,26 +206,58 @@ class SSIM(FrameMetric):
             **super().settings(),
         }
 
-    def _map_sum(self, x: torch.Tensor, y: torch.Tensor, backend: str) -> torch.Tensor:
-        """Sum [P] (float64) of the valid SSIM map of planes x, y [P, H, W]."""
-        c1 = (self.k1 * self.data_range) ** 2
-        c2 = (self.k2 * self.data_range) ** 2
+    def _constants(self) -> tuple[float, float, float]:
+        """(c1, c2, covariance normalisation) of these settings."""
         npix = self.win_size**2
         cov_norm = npix / (npix - 1) if self.sample_covariance else 1.0
-        # Four maps instead of five: with s = x + y and d = x - y, E[s²] - E[d²] = 4 E[xy] and
-        # E[s²] + E[d²] = 2 (E[x²] + E[y²]); SSIM needs only μx μy, μx² + μy², σxy and σx² + σy².
+        return (self.k1 * self.data_range) ** 2, (self.k2 * self.data_range) ** 2, cov_norm
+
+    def _map_sum(self, x: torch.Tensor, y: torch.Tensor, mean_s, mean_d, backend: str) -> torch.Tensor:
+        """Sum [P] (float64) of the valid SSIM map of centred planes x, y [P, H, W] (torch filtering)."""
         s = x + y
         d = x - y
         z = torch.stack([s, d, s * s, d * d], dim=1)  # [P, 4, H, W]
-        mu = filter_valid(z, self._weights, backend)  # [P, 4, H', W']
-        ms, md, ess, edd = mu.unbind(dim=1)  # each [P, H', W']
-        ms2, md2 = ms * ms, md * md
-        two_uxuy = 0.5 * (ms2 - md2)  # 2 μx μy
-        ux2_uy2 = 0.5 * (ms2 + md2)  # μx² + μy²
-        two_vxy = cov_norm * (0.5 * (ess - edd) - two_uxuy)  # 2 σxy
-        vx_vy = cov_norm * (0.5 * (ess + edd) - ux2_uy2)  # σx² + σy²
-        s_map = ((two_uxuy + c1) * (two_vxy + c2)) / ((ux2_uy2 + c1) * (vx_vy + c2))  # [P, H', W']
+        fs, fd, ess, edd = filter_valid(z, self._weights, backend).unbind(dim=1)  # each [P, H', W']
+        s_map = ssim_map(fs, fd, ess, edd, mean_s, mean_d, *self._constants())  # [P, H', W']
         return s_map.sum(dim=(-2, -1), dtype=torch.float64)  # [P]
+
+    def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Sum [P] (float64) of the valid SSIM map of planes x, y [P, H, W] (numpy), filtered by OpenCV.
+
+        The four maps are stacked into one tall image [4·P·H, W] for a single `cv2.sepFilter2D` call: a
+        valid output row reads only rows of its own plane, so stacking changes nothing in the cropped
+        region. numpy and OpenCV release the GIL, so chunks of planes run in parallel threads.
+        """
+        p, h, w = x.shape
+        r = (self.win_size - 1) // 2
+        # centring constants: any value near the plane's mean does (it is added back exactly)
+        mean_x = x.mean(axis=(1, 2), keepdims=True)  # [P, 1, 1]
+        mean_y = y.mean(axis=(1, 2), keepdims=True)
+        z = np.empty((4, p, h, w), dtype=x.dtype)  # s', d', s'², d'² of the centred planes
+        np.subtract(x, mean_x, out=z[2])
+        np.subtract(y, mean_y, out=z[3])
+        np.add(z[2], z[3], out=z[0])
+        np.subtract(z[2], z[3], out=z[1])
+        np.multiply(z[0], z[0], out=z[2])
+        np.multiply(z[1], z[1], out=z[3])
+        kernel = np.asarray(self._weights, dtype=x.dtype)
+        filtered = cv2.sepFilter2D(z.reshape(4 * p * h, w), -1, kernel, kernel).reshape(4, p, h, w)
+        fs, fd, ess, edd = filtered[:, :, r : h - r, r : w - r]  # each [P, H', W']: the valid region
+        s_map = ssim_map(fs, fd, ess, edd, mean_x + mean_y, mean_x - mean_y, *self._constants())
+        return s_map.sum(axis=(1, 2), dtype=np.float64)  # [P]
+
+    def _sums_cv2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`_map_sum_cv2` over chunks of the planes x, y [P, H, W] (CPU), spread over torch's thread count."""
+        xs, ys = x.contiguous().numpy(), y.contiguous().numpy()
+        p, h, w = xs.shape
+        step = max(1, CV2_CHUNK_ELEMENTS // (h * w))
+        chunks = [slice(i, min(i + step, p)) for i in range(0, p, step)]
+        workers = min(torch.get_num_threads(), len(chunks))
+        if workers <= 1:
+            sums = [self._map_sum_cv2(xs[c], ys[c]) for c in chunks]
+        else:
+            sums = list(_pool(workers).map(lambda c: self._map_sum_cv2(xs[c], ys[c]), chunks))
+        return torch.from_numpy(np.concatenate(sums))  # [P] float64
 
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean SSIM [N] of pred vs target [N, C, H, W]."""
@@ -180,19 +273,35 @@ class SSIM(FrameMetric):
             )
         backend = self.backend
         if backend == "auto":
-            backend = "conv2d" if pred.device.type == "cuda" and self.dtype == torch.float64 else "shift"
+            if pred.device.type == "cpu":
+                backend = "shift" if self.compile else "cv2"
+            else:
+                backend = "conv2d" if self.dtype == torch.float64 else "shift"
         x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
         y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
         k = self.win_size
         rows, cols = h - k + 1, w - k + 1  # the valid region
-        # On CPU, horizontal strips of STRIP_ROWS output rows (plus the window's k - 1 halo rows) keep the
-        # filtered maps cache-sized; the strips' map sums add up to the whole map's sum.
-        strip = STRIP_ROWS if pred.device.type == "cpu" else rows
-        total = sum(
-            self._map_sum(
-                x[:, r : min(r + strip, rows) + k - 1], y[:, r : min(r + strip, rows) + k - 1], backend
-            )
-            for r in range(0, rows, strip)
-        )  # [P] float64
+        if backend == "cv2":
+            if x.device.type != "cpu":
+                raise ValueError(f"the cv2 SSIM backend runs on CPU tensors, got {x.device}")
+            total = self._sums_cv2(x, y)  # [P] float64
+        else:
+            mean_x = x.mean(dim=(1, 2), keepdim=True)  # [P, 1, 1] centring constants
+            mean_y = y.mean(dim=(1, 2), keepdim=True)
+            x, y = x - mean_x, y - mean_y  # centred planes (see the class docstring)
+            mean_s, mean_d = mean_x + mean_y, mean_x - mean_y
+            # On CPU, horizontal strips of STRIP_ROWS output rows (plus the window's k - 1 halo rows) keep
+            # the filtered maps cache-sized; the strips' map sums add up to the whole map's sum.
+            strip = STRIP_ROWS if pred.device.type == "cpu" else rows
+            total = sum(
+                self._map_sum(
+                    x[:, r : min(r + strip, rows) + k - 1],
+                    y[:, r : min(r + strip, rows) + k - 1],
+                    mean_s,
+                    mean_d,
+                    backend,
+                )
+                for r in range(0, rows, strip)
+            )  # [P] float64
         per_channel = (total / (rows * cols)).view(n, c)  # [N, C]
         return per_channel.mean(dim=1)  # [N]
