@@ -188,6 +188,26 @@ def test_ssim_float32_within_1e6_of_float64(case: str) -> None:
     np.testing.assert_allclose(shift, expected, rtol=0, atol=2e-6)
 
 
+def test_ssim_cv2_chunks_threads_and_scratch_reuse_change_nothing() -> None:
+    """Many frames (several chunks per thread), then other sizes reusing the thread's buffers, then the
+    first input again: every score equals scoring each frame alone."""
+    rng = np.random.default_rng(8)
+    big = [torch.from_numpy(x).float() for x in _smooth_pair(rng, 600, 3, 40, 40)]  # 15 chunks of 122 planes
+    small = [torch.from_numpy(x).float() for x in _smooth_pair(rng, 3, 3, 37, 45)]
+    metric = SSIM()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two workers with several chunks each
+    try:
+        first = metric.score_frames(*big)
+        expected_small = _skimage_ssim(small[0].double().numpy(), small[1].double().numpy(), **WANG)
+        np.testing.assert_allclose(metric.score_frames(*small).numpy(), expected_small, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(metric.score_frames(*big).numpy(), first.numpy())
+    finally:
+        torch.set_num_threads(threads)
+    alone = torch.cat([metric.score_frames(big[0][i : i + 1], big[1][i : i + 1]) for i in range(0, 600, 37)])
+    np.testing.assert_allclose(first[::37].numpy(), alone.numpy(), rtol=0, atol=1e-12)
+
+
 def test_ssim_cv2_backend_is_cpu_and_eager_only() -> None:
     with pytest.raises(ValueError, match="cannot compile"):
         SSIM(backend="cv2", compile=True)

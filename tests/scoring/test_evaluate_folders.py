@@ -96,6 +96,7 @@ def test_paired_psnr_ssim_on_two_folders(tmp_path):
     doc = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert doc["num_real_files"] == 6 and doc["scored_frames"] == [0, T]
     assert not (tmp_path / "out" / "fvd.json").exists()
+    assert set(doc["timing_s"]) == {"decode", "score"} and min(doc["timing_s"].values()) >= 0  # the split
 
 
 def test_fvd_on_unpaired_folders_writes_w1_fvd_json(tmp_path, detector_file):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,8 +32,26 @@ STRIP_ROWS = (
     32  # CPU `shift`: output rows filtered at once (cache blocking; the value does not change results)
 )
 CV2_CHUNK_ELEMENTS = 3 * 2**16  # CPU `cv2`: planes per task hold about this many pixels (~0.75 MB float32)
+CHUNKS_PER_WORKER = 4  # CPU `cv2`: fewer chunks than this per thread are scored on the calling thread
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # worker count -> the cv2 backend's threads (kept between calls)
 os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of its parent's threads
+
+
+_SCRATCH = threading.local()  # per thread: the cv2 backend's two large work buffers, reused between chunks
+
+
+def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Two uninitialised arrays of `shape` for this thread, views of buffers kept between calls.
+
+    Allocating megabytes per chunk costs more than the filtering (glibc maps large blocks fresh, and
+    every page faults in), so each thread keeps two buffers and grows them only when a chunk needs more.
+    """
+    size = int(np.prod(shape))
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None or buffers[0].size < size or buffers[0].dtype != dtype:
+        buffers = (np.empty(size, dtype), np.empty(size, dtype))
+        _SCRATCH.buffers = buffers
+    return buffers[0][:size].reshape(shape), buffers[1][:size].reshape(shape)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -80,42 +99,40 @@ def filter_valid(z: torch.Tensor, weights: list[float], backend: str) -> torch.T
     return res
 
 
-def ssim_map(fs, fd, ess, edd, mean_s, mean_d, c1: float, c2: float, cov_norm: float):
-    """The SSIM map from the window means of centred planes, for torch tensors and numpy arrays alike.
+def ssim_map(xp, fs, fd, ess, edd, scratch, mean_s, mean_d, c1: float, c2: float, cov_norm: float):
+    """The SSIM map from the window means of centred planes, in place, for numpy (`xp=np`) or torch.
 
     With s = x + y and d = x - y, centred per plane (s' = s - mean_s, d' = d - mean_d): `fs`, `fd` are the
-    window means of s', d' and `ess`, `edd` those of s'², d'². Since E[s²] - E[d²] = 4 E[xy] and
-    E[s²] + E[d²] = 2 (E[x²] + E[y²]), these four maps give μx μy, μx² + μy², σxy and σx² + σy²; variances
-    do not change with the centring, the means get mean_s, mean_d back. Factors of 2 cancel in each ratio.
-    Returns ((μs² - μd² + 2c1)(cov_norm (ess - edd - fs² + fd²) + 2c2)) /
-    ((μs² + μd² + 2c1)(cov_norm (ess + edd - fs² - fd²) + 2c2)), μs = fs + mean_s, μd = fd + mean_d.
+    window means of s', d' and `ess`, `edd` those of s'², d'² (all [P, H', W'], overwritten). Since
+    E[s²] - E[d²] = 4 E[xy] and E[s²] + E[d²] = 2 (E[x²] + E[y²]), these four maps give μx μy, μx² + μy²,
+    σxy and σx² + σy²; the variances do not change with the centring, the means get mean_s, mean_d back,
+    and the factors of 2 cancel in each ratio. `scratch`: four more arrays of that shape; the map is
+    returned in scratch[0].
     """
-    fs2 = fs * fs
-    fd2 = fd * fd
-    cs_num = ess - edd  # 2·(2 σxy) + 2 c2 once finished
-    cs_num -= fs2
-    cs_num += fd2
+    t0, t1, t2, t3 = scratch
+    xp.multiply(fs, fs, out=t0)
+    xp.multiply(fd, fd, out=t1)
+    ess -= t0  # 2·Var(s) per window
+    edd -= t1
+    xp.subtract(ess, edd, out=t2)  # 4 σxy·2 ...
+    xp.add(ess, edd, out=t3)  # ... and 2 (σx² + σy²)·2, up to the covariance normalisation
     if cov_norm != 1.0:
-        cs_num *= cov_norm
-    cs_num += 2 * c2
-    cs_den = ess + edd  # 2·(σx² + σy²) + 2 c2 once finished
-    cs_den -= fs2
-    cs_den -= fd2
-    if cov_norm != 1.0:
-        cs_den *= cov_norm
-    cs_den += 2 * c2
-    ms2 = fs + mean_s  # μx + μy
-    ms2 *= ms2
-    md2 = fd + mean_d  # μx - μy
-    md2 *= md2
-    out = ms2 - md2  # 2·(2 μx μy + c1) once finished
-    out += 2 * c1
-    out *= cs_num
-    ms2 += md2  # 2·(μx² + μy² + c1) once finished
-    ms2 += 2 * c1
-    ms2 *= cs_den
-    out /= ms2
-    return out
+        t2 *= cov_norm
+        t3 *= cov_norm
+    t2 += 2 * c2
+    t3 += 2 * c2
+    fs += mean_s  # μx + μy
+    fs *= fs
+    fd += mean_d  # μx - μy
+    fd *= fd
+    xp.subtract(fs, fd, out=t0)  # 4 μx μy ...
+    xp.add(fs, fd, out=t1)  # ... and 2 (μx² + μy²)
+    t0 += 2 * c1
+    t1 += 2 * c1
+    t0 *= t2
+    t1 *= t3
+    t0 /= t1
+    return t0
 
 
 class SSIM(FrameMetric):
@@ -218,7 +235,8 @@ class SSIM(FrameMetric):
         d = x - y
         z = torch.stack([s, d, s * s, d * d], dim=1)  # [P, 4, H, W]
         fs, fd, ess, edd = filter_valid(z, self._weights, backend).unbind(dim=1)  # each [P, H', W']
-        s_map = ssim_map(fs, fd, ess, edd, mean_s, mean_d, *self._constants())  # [P, H', W']
+        scratch = [torch.empty_like(fs) for _ in range(4)]
+        s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, *self._constants())
         return s_map.sum(dim=(-2, -1), dtype=torch.float64)  # [P]
 
     def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -233,7 +251,7 @@ class SSIM(FrameMetric):
         # centring constants: any value near the plane's mean does (it is added back exactly)
         mean_x = x.mean(axis=(1, 2), keepdims=True)  # [P, 1, 1]
         mean_y = y.mean(axis=(1, 2), keepdims=True)
-        z = np.empty((4, p, h, w), dtype=x.dtype)  # s', d', s'², d'² of the centred planes
+        z, filtered = _scratch((4, p, h, w), x.dtype)  # z: s', d', s'², d'² of the centred planes
         np.subtract(x, mean_x, out=z[2])
         np.subtract(y, mean_y, out=z[3])
         np.add(z[2], z[3], out=z[0])
@@ -241,9 +259,15 @@ class SSIM(FrameMetric):
         np.multiply(z[0], z[0], out=z[2])
         np.multiply(z[1], z[1], out=z[3])
         kernel = np.asarray(self._weights, dtype=x.dtype)
-        filtered = cv2.sepFilter2D(z.reshape(4 * p * h, w), -1, kernel, kernel).reshape(4, p, h, w)
-        fs, fd, ess, edd = filtered[:, :, r : h - r, r : w - r]  # each [P, H', W']: the valid region
-        s_map = ssim_map(fs, fd, ess, edd, mean_x + mean_y, mean_x - mean_y, *self._constants())
+        cv2.sepFilter2D(z.reshape(4 * p * h, w), -1, kernel, kernel, dst=filtered.reshape(4 * p * h, w))
+        # the valid region, made contiguous in z's memory (z is filtered already); the rest of the work
+        # runs in place there, with the filtered buffer's memory as the temporaries
+        valid = (4, p, h - 2 * r, w - 2 * r)
+        maps = z.reshape(-1)[: np.prod(valid)].reshape(valid)  # [4, P, H', W']
+        np.copyto(maps, filtered[:, :, r : h - r, r : w - r])
+        scratch = filtered.reshape(-1)[: np.prod(valid)].reshape(valid)
+        consts = self._constants()
+        s_map = ssim_map(np, *maps, scratch, mean_x + mean_y, mean_x - mean_y, *consts)
         return s_map.sum(axis=(1, 2), dtype=np.float64)  # [P]
 
     def _sums_cv2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -252,7 +276,8 @@ class SSIM(FrameMetric):
         p, h, w = xs.shape
         step = max(1, CV2_CHUNK_ELEMENTS // (h * w))
         chunks = [slice(i, min(i + step, p)) for i in range(0, p, step)]
-        workers = min(torch.get_num_threads(), len(chunks))
+        # threads pay off from a few chunks each (handing one chunk over costs about as much as scoring it)
+        workers = min(torch.get_num_threads(), len(chunks) // CHUNKS_PER_WORKER)
         if workers <= 1:
             sums = [self._map_sum_cv2(xs[c], ys[c]) for c in chunks]
         else:

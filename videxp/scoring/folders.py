@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -183,9 +184,18 @@ def score_folders(
     fake_batches = _ClipBatcher(feed_fake, size, "generated")
 
     scored: set[tuple[int, int]] = set()
+    timing = {"decode": 0.0, "score": 0.0}  # seconds spent reading files vs converting and scoring
+
+    def decode(path: Path) -> np.ndarray:
+        start = time.perf_counter()
+        frames = read_video(path)  # [T, H, W, 3] uint8
+        timing["decode"] += time.perf_counter() - start
+        return frames
+
+    start = time.perf_counter()
     if paired:
         for vid, rpath, fpath in pair_folders(real_dir, fake_dir):
-            real_u8, fake_u8 = read_video(rpath), read_video(fpath)  # [T, H, W, 3] uint8
+            real_u8, fake_u8 = decode(rpath), decode(fpath)  # [T, H, W, 3] uint8
             explicit = settings.last_frame is not None
             if real_u8.shape[1:] != fake_u8.shape[1:] or (real_u8.shape != fake_u8.shape and not explicit):
                 raise ValueError(
@@ -210,19 +220,22 @@ def score_folders(
                 fake_batches.add(fake_u8, fake_ids[vid], fpath)
     else:
         for vid, path in reals.items():
-            real_batches.add(read_video(path), real_ids[vid], path)
+            real_batches.add(decode(path), real_ids[vid], path)
         for vid, path in fakes.items():
-            fake_batches.add(read_video(path), fake_ids[vid], path)
+            fake_batches.add(decode(path), fake_ids[vid], path)
     real_batches.flush_all()
     fake_batches.flush_all()
 
     results = {name: m.compute() for name, m in metrics.items()}
+    timing["score"] = time.perf_counter() - start - timing["decode"]
     extra = {
         "real_dir": str(real_dir.resolve()),
         "fake_dir": str(fake_dir.resolve()),
         "num_real_files": len(reals),
         "num_fake_files": len(fakes),
         "scored_frames": sorted(scored)[0] if len(scored) == 1 else [list(s) for s in sorted(scored)],
+        # decode: reading and decoding the files; score: conversion, metric updates and compute (serial)
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
         **(extra or {}),
     }
     write_report(out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra)
@@ -243,5 +256,6 @@ def score_folders(
             },
         )
     print(format_table(results))
+    print(f"time: decoding {timing['decode']:.2f} s, scoring {timing['score']:.2f} s")
     print(f"metrics: {out_dir / 'metrics.json'}")
     return results
