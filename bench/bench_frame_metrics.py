@@ -46,16 +46,25 @@ def make_videos(shape: tuple[int, int, int, int, int], seed: int = 0) -> tuple[t
 # with cv2.filter2D and the full 11x11 window. Re-typed from the reference's logic (summary dicts omitted).
 
 
-def ref_psnr(videos1: torch.Tensor, videos2: torch.Tensor) -> np.ndarray:
-    """JH `calculate_psnr`'s loop: MSE over (C, H, W) in the input dtype, 100 dB below MSE 1e-10."""
+def _jh_loop(videos1: torch.Tensor, videos2: torch.Tensor, score: Callable[..., float]) -> np.ndarray:
+    """JH's loop shape: per video, per frame `.numpy()` of both tensors, `score(img1, img2)`; [V, T]."""
     out = np.empty(videos1.shape[:2])
     for i in range(videos1.shape[0]):
         video1, video2 = videos1[i], videos2[i]
         for j in range(len(video1)):
-            img1, img2 = video1[j].numpy(), video2[j].numpy()
-            mse = np.mean((img1 / 1.0 - img2 / 1.0) ** 2)
-            out[i, j] = 100 if mse < 1e-10 else 20 * math.log10(1 / math.sqrt(mse))
+            out[i, j] = score(video1[j].numpy(), video2[j].numpy())
     return out
+
+
+def _jh_psnr_frame(img1: np.ndarray, img2: np.ndarray) -> float:
+    """JH's `img_psnr`: MSE over (C, H, W) in the input dtype, 100 dB below MSE 1e-10."""
+    mse = np.mean((img1 / 1.0 - img2 / 1.0) ** 2)
+    return 100 if mse < 1e-10 else 20 * math.log10(1 / math.sqrt(mse))
+
+
+def ref_psnr(videos1: torch.Tensor, videos2: torch.Tensor) -> np.ndarray:
+    """JH `calculate_psnr`'s loop."""
+    return _jh_loop(videos1, videos2, _jh_psnr_frame)
 
 
 _JH_KERNEL = cv2.getGaussianKernel(11, 1.5)
@@ -79,14 +88,12 @@ def _jh_ssim_plane(img1: np.ndarray, img2: np.ndarray) -> float:
 
 
 def ref_ssim(videos1: torch.Tensor, videos2: torch.Tensor) -> np.ndarray:
-    """JH `calculate_ssim`'s loop: per video, per frame `.numpy()`, per channel, mean over the channels."""
-    out = np.empty(videos1.shape[:2])
-    for i in range(videos1.shape[0]):
-        video1, video2 = videos1[i], videos2[i]
-        for j in range(len(video1)):
-            img1, img2 = video1[j].numpy(), video2[j].numpy()
-            out[i, j] = np.array([_jh_ssim_plane(img1[k], img2[k]) for k in range(img1.shape[0])]).mean()
-    return out
+    """JH `calculate_ssim`'s loop: per frame, per channel, mean over the channels."""
+    return _jh_loop(
+        videos1,
+        videos2,
+        lambda a, b: np.array([_jh_ssim_plane(a[k], b[k]) for k in range(a.shape[0])]).mean(),
+    )
 
 
 def random_alexnet_home(folder: str) -> dict[str, torch.Tensor]:
