@@ -28,9 +28,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fdm": {"window": "uniform", "win_size": 7, "sigma": None, "sample_covariance": True, "data_range": 2.0},
 }
 BACKENDS = ("auto", "cv2", "conv2d", "shift")
-STRIP_ROWS = (
-    32  # CPU `shift`: output rows filtered at once (cache blocking; the value does not change results)
-)
+STRIP_ROWS = 32  # CPU `shift`: output rows filtered at once (cache blocking; results do not change)
 CV2_CHUNK_ELEMENTS = 3 * 2**16  # CPU `cv2`: planes per task hold about this many pixels (~0.75 MB float32)
 CHUNKS_PER_WORKER = 4  # CPU `cv2`: fewer chunks than this per thread are scored on the calling thread
 _POOLS: dict[int, ThreadPoolExecutor] = {}  # worker count -> the cv2 backend's threads (kept between calls)
@@ -112,21 +110,21 @@ def ssim_map(xp, fs, fd, ess, edd, scratch, mean_s, mean_d, c1: float, c2: float
     t0, t1, t2, t3 = scratch
     xp.multiply(fs, fs, out=t0)
     xp.multiply(fd, fd, out=t1)
-    ess -= t0  # 2·Var(s) per window
-    edd -= t1
-    xp.subtract(ess, edd, out=t2)  # 4 σxy·2 ...
-    xp.add(ess, edd, out=t3)  # ... and 2 (σx² + σy²)·2, up to the covariance normalisation
-    if cov_norm != 1.0:
+    ess -= t0  # Var(s) = σx² + σy² + 2 σxy per window
+    edd -= t1  # Var(d) = σx² + σy² - 2 σxy
+    xp.subtract(ess, edd, out=t2)  # 4 σxy
+    xp.add(ess, edd, out=t3)  # 2 (σx² + σy²)
+    if cov_norm != 1.0:  # sample covariance
         t2 *= cov_norm
         t3 *= cov_norm
-    t2 += 2 * c2
-    t3 += 2 * c2
+    t2 += 2 * c2  # 2 (2 σxy + c2)
+    t3 += 2 * c2  # 2 (σx² + σy² + c2)
     fs += mean_s  # μx + μy
     fs *= fs
     fd += mean_d  # μx - μy
     fd *= fd
-    xp.subtract(fs, fd, out=t0)  # 4 μx μy ...
-    xp.add(fs, fd, out=t1)  # ... and 2 (μx² + μy²)
+    xp.subtract(fs, fd, out=t0)  # 4 μx μy
+    xp.add(fs, fd, out=t1)  # 2 (μx² + μy²)
     t0 += 2 * c1
     t1 += 2 * c1
     t0 *= t2

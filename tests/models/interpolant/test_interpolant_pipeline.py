@@ -165,6 +165,8 @@ def test_pick_frames_previous_context_is_distance_one():
     assert torch.equal(river[0], target)
     with pytest.raises(ValueError, match="training.context"):
         pick_frames(10, 1, torch.Generator(), "nearest")
+    with pytest.raises(ValueError, match="training.context"):
+        _module(training={"context": "nearest"})  # refused when the module is built, not at step 1
 
 
 def test_generator_keeps_its_latents_and_rejects_other_patterns():

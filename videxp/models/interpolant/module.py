@@ -96,6 +96,10 @@ class InterpolantModule(L.LightningModule):
             "context": "random",
             **(training or {}),
         }
+        if self.training_cfg["context"] not in CONTEXTS:
+            raise ValueError(
+                f"training.context must be one of {CONTEXTS}, got {self.training_cfg['context']!r}"
+            )
         self.sampling = dict(sampling or {})
         self.optim = {"lr": 1e-4, "betas": (0.9, 0.999), "weight_decay": 0.0, **(optim or {})}
         self.schedule = {"name": "constant", "warmup_steps": 0, "total_steps": 1, **(schedule or {})}
