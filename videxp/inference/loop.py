@@ -294,7 +294,8 @@ def run_sampling(
     check_manifest(samples_dir / MANIFEST, manifest)
     check_parts(samples_dir, manifest, plan)
     check_identity(samples_dir, manifest)
-    remove_stale_temps(out_dir, samples_dir, videos_dir, samples_dir / PARTS / plan.run_id)  # a killed run's
+    # half-written files of a killed run of this shard
+    remove_stale_temps(out_dir, samples_dir, videos_dir, samples_dir / PARTS / plan.run_id)
 
     T = int(params["video_length"])
     written = skipped = 0
