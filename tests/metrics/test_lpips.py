@@ -49,6 +49,14 @@ def test_matches_lpips_package_per_frame(alex_state, smooth):
     assert (ours > 0).all()
 
 
+def test_uint8_frames_score_as_their_float_values(alex_state):
+    metric = LPIPS()
+    pred, target = (_frames(3, True, s).mul(255).round().to(torch.uint8) for s in (4, 5))
+    from_uint8 = metric.score_frames(pred, target)
+    from_float = metric.score_frames(pred.float() / 255, target.float() / 255)
+    torch.testing.assert_close(from_uint8, from_float, atol=1e-6, rtol=0)
+
+
 def test_identical_frames_and_streaming(alex_state):
     metric = LPIPS()
     x = _frames(4, True, 3)

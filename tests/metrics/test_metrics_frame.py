@@ -327,9 +327,9 @@ def test_input_errors() -> None:
         m.update(x, x, video_index=[0], sample_index=[0, 0])
     with pytest.raises(ValueError, match="frame_index has 2 entries"):
         m.update(x, x, video_index=[0, 1], sample_index=[0, 0], frame_index=[0, 1])
-    with pytest.raises(TypeError, match="floating point"):
+    with pytest.raises(TypeError, match="floating point in \\[0, 1\\] or uint8"):
         m.update(
-            (x * 255).to(torch.uint8), (x * 255).to(torch.uint8), video_index=[0, 1], sample_index=[0, 0]
+            (x * 255).to(torch.int16), (x * 255).to(torch.int16), video_index=[0, 1], sample_index=[0, 0]
         )
     with pytest.raises(RuntimeError, match="no frames"):
         m.compute()
@@ -399,6 +399,58 @@ def test_write_report(tmp_path) -> None:
     assert "psnr" in table and "ssim" in table and f"{results['ssim']['value']:.4f}" in table
     with pytest.raises(ValueError, match="clash"):
         write_report(tmp_path / "x", results, extra={"psnr": 1})
+
+
+# ------------------------------------------------------------------------------------------ uint8 frames
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PSNR(),
+        lambda: PSNR(per_channel=True),
+        lambda: SSIM(),
+        lambda: SSIM(backend="shift"),
+        lambda: SSIM(variant="fdm"),
+        lambda: SSIM(dtype=torch.float64),
+    ],
+    ids=["psnr", "psnr-per-channel", "ssim-cv2", "ssim-shift", "ssim-fdm", "ssim-float64"],
+)
+def test_uint8_frames_score_as_their_float64_values(make) -> None:
+    """uint8 frames (odd sizes, a single 11x11 frame, a grey pair) score as x / 255 in float64 would."""
+    g = torch.Generator().manual_seed(3)
+    for shape in [(2, 3, 3, 37, 41), (1, 1, 1, 11, 11), (1, 2, 1, 20, 30)]:
+        a = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        b = (a.int() + torch.randint(-20, 21, shape, generator=g)).clamp(0, 255).to(torch.uint8)
+        if shape[0] == 1 and shape[1] == 2:
+            a[0, 1], b[0, 1] = 128, 131  # grey frames
+        ids = {"video_index": list(range(shape[0])), "sample_index": [0] * shape[0]}
+        from_uint8, from_float = make(), make()
+        from_uint8.update(a, b, **ids)
+        from_float.update(a.double() / 255, b.double() / 255, **ids)
+        np.testing.assert_allclose(from_uint8.as_array(), from_float.as_array(), rtol=0, atol=1e-6)
+    if isinstance(from_uint8, PSNR):  # integer differences: exact
+        np.testing.assert_allclose(from_uint8.as_array(), from_float.as_array(), rtol=0, atol=1e-12)
+
+
+def test_uint8_beside_float_and_for_metrics_without_uint8_kernels() -> None:
+    """A uint8 side next to a float side, or a metric that only takes floats, sees x / 255 in float32."""
+
+    class MeanAbs(FrameMetric):
+        def score_frames(self, pred, target):
+            assert pred.dtype == target.dtype == torch.float32
+            return (pred - target).abs().flatten(1).mean(1)
+
+    a = torch.randint(0, 256, (1, 2, 3, 16, 16), dtype=torch.uint8)
+    b = torch.rand(1, 2, 3, 16, 16)
+    for m in (PSNR(), MeanAbs()):
+        mixed, floats = m.empty_copy(), m.empty_copy()
+        mixed.update(a, b, video_index=[0], sample_index=[0])
+        floats.update(a.float() / 255, b, video_index=[0], sample_index=[0])
+        np.testing.assert_allclose(mixed.as_array(), floats.as_array(), rtol=0, atol=1e-6)
+    m = MeanAbs()
+    m.update(a, a, video_index=[0], sample_index=[0])
+    assert m.compute()["value"] == 0.0
 
 
 # ------------------------------------------------------------------------------------------ compiled kernel

@@ -63,13 +63,15 @@ def check_video_batch(
     frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
     *,
     check_values: bool = True,
+    allow_uint8: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate one `update` call; return (video [B], sample [B], frame [T]) as int64 arrays.
 
-    `pred` and `target` must be floating-point tensors of identical shape [B, T, C, H, W]; with
-    `check_values` their values are checked too (`check_frame_values`; callers that stream through
-    the frames in slices pass False and check each slice). `frame_index` defaults to 0..T-1 and must
-    not repeat.
+    `pred` and `target` must be tensors of identical shape [B, T, C, H, W], floating point (or, with
+    `allow_uint8`, uint8, read as x / 255); with `check_values` the values of floating-point ones are
+    checked too
+    (`check_frame_values`; callers that stream through the frames in slices pass False and check each
+    slice). `frame_index` defaults to 0..T-1 and must not repeat.
     """
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -81,23 +83,33 @@ def check_video_batch(
         )
     if pred.ndim != 5:
         raise ValueError(f"expected [B, T, C, H, W] tensors, got pred of shape {tuple(pred.shape)}")
-    if not (pred.is_floating_point() and target.is_floating_point()):
-        raise TypeError(
-            f"pred and target must be floating point in [0, 1], got {pred.dtype} and {target.dtype} "
-            "(convert uint8 with x.float() / 255)"
-        )
+    for x in (pred, target):
+        if not (x.is_floating_point() or (allow_uint8 and x.dtype == torch.uint8)):
+            allowed = (
+                "floating point in [0, 1] or uint8 in [0, 255]" if allow_uint8 else "floating point in [0, 1]"
+            )
+            raise TypeError(
+                f"pred and target must be {allowed}, got {pred.dtype} and {target.dtype}"
+                + ("" if allow_uint8 else " (convert uint8 with x.float() / 255)")
+            )
     b, t = pred.shape[:2]
     if pred.numel() == 0:
         raise ValueError(f"pred and target are empty: shape {tuple(pred.shape)}")
     if check_values:
-        check_frame_values(pred, "pred")
-        check_frame_values(target, "target")
+        for x, name in ((pred, "pred"), (target, "target")):
+            if x.is_floating_point():
+                check_frame_values(x, name)
     video = _as_index(video_index, "video_index", b)
     sample = _as_index(sample_index, "sample_index", b)
     frame = np.arange(t, dtype=np.int64) if frame_index is None else _as_index(frame_index, "frame_index", t)
     if np.unique(frame).size != frame.size:
         raise ValueError(f"frame_index repeats entries: {frame.tolist()}")
     return video, sample, frame
+
+
+def _unit_float(x: torch.Tensor) -> torch.Tensor:
+    """uint8 frames as float32 x / 255; float frames unchanged."""
+    return x if x.is_floating_point() else x.to(torch.float32).div_(255.0)
 
 
 def _is_compile_error(e: Exception) -> bool:
@@ -112,7 +124,8 @@ class Metric(ABC):
     """A streaming evaluation metric over batches of (prediction, ground truth) videos.
 
     Call `update` once per batch, then `compute` once at the end; `reset` clears the state. Inputs are
-    float tensors [B, T, C, H, W] in [0, 1] holding only the frames to score; `frame_index` gives their
+    float tensors [B, T, C, H, W] in [0, 1] (frame metrics also take uint8, read as x / 255) holding only
+    the frames to score; `frame_index` gives their
     absolute frame indices and `video_index` / `sample_index` name each row (sample = which of the K
     stochastic predictions of that video). State is kept streaming: per-frame scalars for frame
     metrics, running feature sums for distribution metrics such as FVD, never the videos themselves.
@@ -195,6 +208,9 @@ class FrameMetric(Metric):
     """
 
     slice_bytes: ClassVar[int] = CPU_CHUNK_BYTES  # CPU: float64 bytes of input per scored slice
+    # whether `score_frames` takes uint8 frames (0..255) itself when both sides are uint8; if not, they
+    # reach it as float32 x / 255
+    takes_uint8: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -248,9 +264,10 @@ class FrameMetric(Metric):
         sample_index: Sequence[int] | torch.Tensor | np.ndarray,
         frame_index: Sequence[int] | torch.Tensor | np.ndarray | None = None,
     ) -> None:
-        """Score the B·T frames of pred/target [B, T, C, H, W] and keep one float64 per frame."""
+        """Score the B·T frames of pred/target [B, T, C, H, W] (float in [0, 1], or uint8 read as x / 255)
+        and keep one float64 per frame."""
         video, sample, frame = check_video_batch(
-            pred, target, video_index, sample_index, frame_index, check_values=False
+            pred, target, video_index, sample_index, frame_index, check_values=False, allow_uint8=True
         )
         b, t = pred.shape[:2]
         flat_pred = pred.reshape(b * t, *pred.shape[2:])  # [N, C, H, W]
@@ -279,10 +296,18 @@ class FrameMetric(Metric):
         self._table_cache = None
 
     def _checked_scores(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(min and max of pred and of target [4], scores [n]) of one slice [n, C, H, W]: one kernel."""
-        lo_p, hi_p = torch.aminmax(pred)
-        lo_t, hi_t = torch.aminmax(target)
-        return torch.stack([lo_p, hi_p, lo_t, hi_t]).double(), self.score_frames(pred, target)
+        """(min and max of pred and of target [4], scores [n]) of one slice [n, C, H, W]: one kernel.
+
+        uint8 frames are valid by type (their extremes are reported as 0 and 1). They reach `score_frames`
+        as they are when both sides are uint8 and the metric `takes_uint8`; otherwise they are converted
+        to float32 x / 255 here, one cache-sized slice at a time.
+        """
+        if not (self.takes_uint8 and pred.dtype == target.dtype == torch.uint8):
+            pred, target = _unit_float(pred), _unit_float(target)
+        extremes = []
+        for x in (pred, target):
+            extremes.extend(torch.aminmax(x) if x.is_floating_point() else (x.new_zeros(()), x.new_ones(())))
+        return torch.stack([e.double() for e in extremes]), self.score_frames(pred, target)
 
     def _kernel(self) -> Any:
         """`_checked_scores`, compiled when `compile` is set (falling back to eager with a warning)."""

@@ -63,6 +63,7 @@ class LPIPS(FrameMetric):
 
     name = "lpips"
     higher_is_better = False
+    takes_uint8 = True  # uint8 pairs: mapped to [-1, 1] as x / 127.5 - 1 in one step
 
     def __init__(
         self,
@@ -126,7 +127,7 @@ class LPIPS(FrameMetric):
 
     @torch.no_grad()
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """LPIPS distance [N] of pred vs target [N, C, H, W] in [0, 1] (C = 3, or 1 repeated)."""
+        """LPIPS distance [N] of pred vs target [N, C, H, W], in [0, 1] or both uint8 (C = 3 or 1)."""
         if pred.shape[1] == 1:
             pred, target = pred.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
         if pred.shape[1] != 3:
@@ -140,6 +141,8 @@ class LPIPS(FrameMetric):
         device = pred.device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
-        x = pred.to(torch.float32) * 2 - 1
-        y = target.to(torch.float32) * 2 - 1
+        if pred.dtype == torch.uint8:  # both uint8 (FrameMetric passes uint8 only in pairs)
+            x, y = pred.to(torch.float32) / 127.5 - 1, target.to(torch.float32) / 127.5 - 1
+        else:
+            x, y = pred.to(torch.float32) * 2 - 1, target.to(torch.float32) * 2 - 1
         return self.model(x, y).reshape(pred.shape[0])  # [N]

@@ -155,6 +155,7 @@ class SSIM(FrameMetric):
 
     name = "ssim"
     higher_is_better = True
+    takes_uint8 = True  # uint8 pairs: converted inside the kernel (cv2: by the centring subtraction)
     # CPU slices of ~64 MB (float64-sized) input: many cv2 chunks per slice for the threads to share
     # (the shift backend blocks its filtering in strips of STRIP_ROWS rows within a slice)
     slice_bytes = 64 * 2**20
@@ -221,42 +222,45 @@ class SSIM(FrameMetric):
             **super().settings(),
         }
 
-    def _constants(self) -> tuple[float, float, float]:
-        """(c1, c2, covariance normalisation) of these settings."""
+    def _constants(self, scale: float) -> tuple[float, float, float]:
+        """(c1, c2, covariance normalisation) of these settings for frames holding `scale` · the values."""
         npix = self.win_size**2
         cov_norm = npix / (npix - 1) if self.sample_covariance else 1.0
-        return (self.k1 * self.data_range) ** 2, (self.k2 * self.data_range) ** 2, cov_norm
+        value_range = self.data_range * scale
+        return (self.k1 * value_range) ** 2, (self.k2 * value_range) ** 2, cov_norm
 
-    def _map_sum(self, x: torch.Tensor, y: torch.Tensor, mean_s, mean_d, backend: str) -> torch.Tensor:
+    def _map_sum(self, x, y, mean_s, mean_d, backend: str, scale: float) -> torch.Tensor:
         """Sum [P] (float64) of the valid SSIM map of centred planes x, y [P, H, W] (torch filtering)."""
         s = x + y
         d = x - y
         z = torch.stack([s, d, s * s, d * d], dim=1)  # [P, 4, H, W]
         fs, fd, ess, edd = filter_valid(z, self._weights, backend).unbind(dim=1)  # each [P, H', W']
         scratch = [torch.empty_like(fs) for _ in range(4)]
-        s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, *self._constants())
+        s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, *self._constants(scale))
         return s_map.sum(dim=(-2, -1), dtype=torch.float64)  # [P]
 
-    def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
         """Sum [P] (float64) of the valid SSIM map of planes x, y [P, H, W] (numpy), filtered by OpenCV.
 
         The four maps are stacked into one tall image [4·P·H, W] for a single `cv2.sepFilter2D` call: a
         valid output row reads only rows of its own plane, so stacking changes nothing in the cropped
-        region. numpy and OpenCV release the GIL, so chunks of planes run in parallel threads.
+        region. numpy and OpenCV release the GIL, so chunks of planes run in parallel threads. uint8
+        planes (`scale` 255) are converted to the compute dtype by the centring subtraction itself.
         """
         p, h, w = x.shape
         r = (self.win_size - 1) // 2
+        dtype = np.float32 if self.dtype == torch.float32 else np.float64
         # centring constants: any value near the plane's mean does (it is added back exactly)
-        mean_x = x.mean(axis=(1, 2), keepdims=True)  # [P, 1, 1]
-        mean_y = y.mean(axis=(1, 2), keepdims=True)
-        z, filtered = _scratch((4, p, h, w), x.dtype)  # z: s', d', s'², d'² of the centred planes
+        mean_x = x.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)  # [P, 1, 1]
+        mean_y = y.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)
+        z, filtered = _scratch((4, p, h, w), dtype)  # z: s', d', s'², d'² of the centred planes
         np.subtract(x, mean_x, out=z[2])
         np.subtract(y, mean_y, out=z[3])
         np.add(z[2], z[3], out=z[0])
         np.subtract(z[2], z[3], out=z[1])
         np.multiply(z[0], z[0], out=z[2])
         np.multiply(z[1], z[1], out=z[3])
-        kernel = np.asarray(self._weights, dtype=x.dtype)
+        kernel = np.asarray(self._weights, dtype=dtype)
         cv2.sepFilter2D(z.reshape(4 * p * h, w), -1, kernel, kernel, dst=filtered.reshape(4 * p * h, w))
         # the valid region, made contiguous in z's memory (z is filtered already); the rest of the work
         # runs in place there, with the filtered buffer's memory as the temporaries
@@ -264,11 +268,11 @@ class SSIM(FrameMetric):
         maps = z.reshape(-1)[: np.prod(valid)].reshape(valid)  # [4, P, H', W']
         np.copyto(maps, filtered[:, :, r : h - r, r : w - r])
         scratch = filtered.reshape(-1)[: np.prod(valid)].reshape(valid)
-        consts = self._constants()
+        consts = self._constants(scale)
         s_map = ssim_map(np, *maps, scratch, mean_x + mean_y, mean_x - mean_y, *consts)
         return s_map.sum(axis=(1, 2), dtype=np.float64)  # [P]
 
-    def _sums_cv2(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _sums_cv2(self, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
         """`_map_sum_cv2` over chunks of the planes x, y [P, H, W] (CPU), spread over torch's thread count."""
         xs, ys = x.contiguous().numpy(), y.contiguous().numpy()
         p, h, w = xs.shape
@@ -277,13 +281,13 @@ class SSIM(FrameMetric):
         # threads pay off from a few chunks each (handing one chunk over costs about as much as scoring it)
         workers = min(torch.get_num_threads(), len(chunks) // CHUNKS_PER_WORKER)
         if workers <= 1:
-            sums = [self._map_sum_cv2(xs[c], ys[c]) for c in chunks]
+            sums = [self._map_sum_cv2(xs[c], ys[c], scale) for c in chunks]
         else:
-            sums = list(_pool(workers).map(lambda c: self._map_sum_cv2(xs[c], ys[c]), chunks))
+            sums = list(_pool(workers).map(lambda c: self._map_sum_cv2(xs[c], ys[c], scale), chunks))
         return torch.from_numpy(np.concatenate(sums))  # [P] float64
 
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean SSIM [N] of pred vs target [N, C, H, W]."""
+        """Mean SSIM [N] of pred vs target [N, C, H, W] (both float, or both uint8 read as x / 255)."""
         if pred.shape != target.shape or pred.ndim != 4:
             raise ValueError(
                 "expected two [N, C, H, W] tensors of one shape, got "
@@ -300,15 +304,21 @@ class SSIM(FrameMetric):
                 backend = "shift" if self.compile else "cv2"
             else:
                 backend = "conv2d" if self.dtype == torch.float64 else "shift"
-        x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
-        y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
+        # uint8 frames are scored on their own 0..255 scale with the constants scaled to match (SSIM
+        # does not change when values and data range scale together)
+        scale = 255.0 if pred.dtype == torch.uint8 else 1.0
         k = self.win_size
         rows, cols = h - k + 1, w - k + 1  # the valid region
         if backend == "cv2":
-            if x.device.type != "cpu":
-                raise ValueError(f"the cv2 SSIM backend runs on CPU tensors, got {x.device}")
-            total = self._sums_cv2(x, y)  # [P] float64
+            if pred.device.type != "cpu":
+                raise ValueError(f"the cv2 SSIM backend runs on CPU tensors, got {pred.device}")
+            if scale == 1.0:
+                pred, target = pred.to(self.dtype), target.to(self.dtype)
+            x, y = pred.reshape(n * c, h, w), target.reshape(n * c, h, w)  # [P, H, W]
+            total = self._sums_cv2(x, y, scale)  # [P] float64
         else:
+            x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
+            y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
             mean_x = x.mean(dim=(1, 2), keepdim=True)  # [P, 1, 1] centring constants
             mean_y = y.mean(dim=(1, 2), keepdim=True)
             x, y = x - mean_x, y - mean_y  # centred planes (see the class docstring)
@@ -323,6 +333,7 @@ class SSIM(FrameMetric):
                     mean_s,
                     mean_d,
                     backend,
+                    scale,
                 )
                 for r in range(0, rows, strip)
             )  # [P] float64

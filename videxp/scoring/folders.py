@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from videxp.metrics.base import DistributionMetric, Metric
+from videxp.metrics.base import DistributionMetric, FrameMetric, Metric
 from videxp.metrics.report import format_table, write_report
 from videxp.scoring.selection import folder_frames
 from videxp.utils.io import write_json
 from videxp.utils.provenance import provenance
-from videxp.video import CONTAINER_SUFFIXES, FRAME_SUFFIXES, VideoError, read_video, to_float, to_unit
+from videxp.video import CONTAINER_SUFFIXES, FRAME_SUFFIXES, VideoError, read_video, to_float
 from videxp.video.walk import entries, walk
 
 VIDEO_SUFFIXES = (*CONTAINER_SUFFIXES, ".gif", ".npy")
@@ -203,14 +203,19 @@ def score_folders(
                     "(frame metrics need equal frame sizes, and equal lengths unless evaluate.last_frame is "
                     "set)"
                 )
-            real = to_unit(to_float(real_u8))  # [T, C, H, W] in [0, 1]
-            fake = to_unit(to_float(fake_u8))
+            # frame metrics take uint8 (as x / 255) and convert inside their kernels; other metrics get
+            # float32 in [0, 1]
+            real = torch.from_numpy(real_u8).movedim(-1, 1).contiguous()  # [T, C, H, W] uint8
+            fake = torch.from_numpy(fake_u8).movedim(-1, 1).contiguous()
             frames = folder_frames(settings, min(real.shape[0], fake.shape[0]), rpath)
             scored.add((frames.start, frames.stop))
             for metric in paired.values():
+                pred, target = fake[None, frames.start : frames.stop], real[None, frames.start : frames.stop]
+                if not isinstance(metric, FrameMetric):
+                    pred, target = pred.float().div_(255.0), target.float().div_(255.0)
                 metric.update(
-                    fake[None, frames.start : frames.stop].to(device),  # [1, F, C, H, W]
-                    real[None, frames.start : frames.stop].to(device),
+                    pred.to(device),  # [1, F, C, H, W]
+                    target.to(device),
                     video_index=[real_ids[vid]],
                     sample_index=[0],
                     frame_index=list(frames),
