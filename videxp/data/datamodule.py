@@ -130,12 +130,13 @@ class VideoDataModule(L.LightningDataModule):
         self.clips = dict(clips or {})
         self.transform = dict(transform or {})
         self.prompt_template = prompt_template
-        self._datasets: dict[str, ClipDataset] = {}
+        self._datasets: dict[tuple[str, bool], ClipDataset] = {}  # (split, training rule) -> dataset
 
-    def sampler(self, split: str) -> ClipSampler:
-        """The clip sampler of one split."""
+    def sampler(self, split: str, evaluation: bool | None = None) -> ClipSampler:
+        """The clip sampler of one split: the evaluation rule (`clips.eval_mode`, `num_clips`) or the
+        training rule (`clips.train_mode`); `evaluation=None` takes the training rule for "train" only."""
         c = self.clips
-        train = split == "train"
+        train = split == "train" if evaluation is None else not evaluation
         return ClipSampler(
             length=self.video_length,
             stride=int(c.get("stride", 1)),
@@ -146,8 +147,9 @@ class VideoDataModule(L.LightningDataModule):
             pad=c.get("pad", "error"),
         )
 
-    def clip_transform(self, split: str) -> ClipTransform:
-        """The frame transform of one split (augmentations on the training split only)."""
+    def clip_transform(self, split: str, evaluation: bool | None = None) -> ClipTransform:
+        """The frame transform of one split (augmentations only under the training rule, as `sampler`)."""
+        train = split == "train" if evaluation is None else not evaluation
         t = self.transform
         size = self.image_size if isinstance(self.image_size, int) else tuple(self.image_size)
         return ClipTransform(
@@ -155,21 +157,29 @@ class VideoDataModule(L.LightningDataModule):
             resize_mode=t.get("resize_mode", "squash"),
             interpolation=t.get("interpolation", "bilinear"),
             channels=self.channels,
-            augment=list(t.get("augment") or []) if split == "train" else None,
+            augment=list(t.get("augment") or []) if train else None,
         )
 
-    def dataset(self, split: str) -> ClipDataset:
-        """The clip dataset of one split (built once)."""
+    def dataset(self, split: str, evaluation: bool | None = None) -> ClipDataset:
+        """The clip dataset of one split (built once per rule).
+
+        `evaluation=True` selects clips by the evaluation rule whatever the split: sampling and scoring
+        pass it, so `sample.split=train` reads the fixed, reproducible windows of `clips.eval_mode` /
+        `num_clips` / `seed` (LARP's protocol samples its training split so), never training's random
+        windows. `None` (the loaders) takes the training rule for "train" and the evaluation rule otherwise.
+        """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        if split not in self._datasets:
-            self._datasets[split] = ClipDataset(
+        train = split == "train" if evaluation is None else not evaluation
+        key = (split, train)
+        if key not in self._datasets:
+            self._datasets[key] = ClipDataset(
                 self.source(split=split),
-                self.sampler(split),
-                self.clip_transform(split),
+                self.sampler(split, evaluation=not train),
+                self.clip_transform(split, evaluation=not train),
                 self.prompt_template,
             )
-        return self._datasets[split]
+        return self._datasets[key]
 
     def _loader(self, split: str, shuffle: bool, sampler: ResumableShuffle | None = None) -> DataLoader:
         return DataLoader(

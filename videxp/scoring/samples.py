@@ -41,7 +41,7 @@ def reference_dataset(header: Mapping[str, Any], origin: str | os.PathLike) -> A
     instantiated (`data.description`)."""
     if "dataset" not in header or "split" not in header:
         raise ConfigError(f"{origin}: no `dataset` / `split` entry; point at a manifest of videxp-sample")
-    return datamodule_from_description(header["dataset"], origin).dataset(header["split"])
+    return datamodule_from_description(header["dataset"], origin).dataset(header["split"], evaluation=True)
 
 
 def reference_clip(dataset: Any, video: int, T: int) -> torch.Tensor:

@@ -108,7 +108,7 @@ def run_naive_finetune(cfg: DictConfig) -> dict[str, Any]:
     out = Path(nf.out_dir)
     build_metrics(cfg)  # fail now, not after hours of fine-tuning, when a metric's weights are missing
     device = device_from(cfg.device)
-    dataset = instantiate(cfg.dataset).dataset(cfg.sample.split)
+    dataset = instantiate(cfg.dataset).dataset(cfg.sample.split, evaluation=True)
     stop = min(len(dataset), int(cfg.sample.start_index) + int(nf.num_videos))
     videos = range(int(cfg.sample.start_index), stop)
     torch.manual_seed(int(cfg.seed))  # a model without a checkpoint starts from the same random weights

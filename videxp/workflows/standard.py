@@ -46,7 +46,7 @@ class Standard(Workflow):
                 cfg.seed
             )  # random weights (or random parts): identical in every shard / process
         datamodule = instantiate(cfg.dataset)
-        dataset = datamodule.dataset(cfg.sample.split)
+        dataset = datamodule.dataset(cfg.sample.split, evaluation=True)
         generator, loaded = build_generator(cfg.model, cfg.ckpt_path, device)
         inference = OmegaConf.to_container(cfg.inference, resolve=True)
         manifest = manifest_header(OmegaConf.to_container(cfg.dataset, resolve=True), s.split, loaded, device)

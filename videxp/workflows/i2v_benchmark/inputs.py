@@ -121,7 +121,7 @@ def prepare_inputs(cfg: DictConfig) -> dict[str, Any]:
             return old
     if b.reference_format not in ("mp4", "npy"):
         raise ValueError(f"benchmark.reference_format must be mp4 | npy, got {b.reference_format!r}")
-    dataset = instantiate(cfg.dataset).dataset(b.split)
+    dataset = instantiate(cfg.dataset).dataset(b.split, evaluation=True)
     chosen = select_clips(dataset, b.per_class, b.max_videos, b.selection, int(cfg.seed))
     ids = [dataset.video_id(i) for i in chosen]
     rows, categories, steps = [], {}, set()
