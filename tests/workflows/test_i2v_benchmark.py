@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from conftest import compose_cfg
+from omegaconf import OmegaConf
 from PIL import Image
 
 from videxp import evaluate, sample
@@ -102,9 +105,7 @@ def test_each_method_generates_one_video_per_starting_frame(bench):
         assert manifest["model"]["steps"] == 2 and len(manifest["samples"]) == 3
     wan = json.loads((root / "methods" / "wan" / "method.json").read_text())
     fp = json.loads((root / "methods" / "framepack" / "method.json").read_text())
-    assert wan["model"]["guidance_scale"] == 5.0 and wan["settings_from_benchmark"]["sampling"] == {
-        "guidance_scale": 5.0
-    }
+    assert wan["model"]["guidance_scale"] == 5.0 and wan["sampling"]["guidance_scale"] == 5.0
     assert fp["model"]["guidance_scale"] == 9.0  # W1's per-method guidance
     # the mp4 at 8 fps holds what the sample file holds
     sample0 = np.load(root / "methods" / "wan" / "samples" / "sample_0000-0.npy")
@@ -150,10 +151,25 @@ def test_method_settings_and_capability_errors(bench, tmp_path, monkeypatch):
 
     monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # no Hydra run: the method must be given
     over = [*bench["base"], f"paths.output_root={tmp_path}"]
-    with pytest.raises(ValueError, match="no settings for method 'mine'.*benchmark.methods.mine"):
-        sample.run(compose_cfg("sample", [*over, *WAN, "benchmark.method=mine"], tmp_path))
     with pytest.raises(ValueError, match="set benchmark.method"):
         sample.run(compose_cfg("sample", [*over, *WAN], tmp_path))
+
+
+def test_method_presets_are_composed_and_overrides_win(tmp_path):
+    """W1's per-method guidance is part of the composed config: --cfg job shows the value the run uses."""
+    guidance = {
+        model: compose_cfg("sample", ["experiment=i2v_benchmark", f"model={model}"], tmp_path).model.sampling
+        for model in ("wan", "framepack")
+    }
+    assert guidance["wan"].guidance_scale == 5.0
+    assert guidance["framepack"].guidance_scale == 9.0 and guidance["framepack"].true_cfg_scale == 1.0
+    outside = compose_cfg("sample", ["model=framepack"], tmp_path).model.sampling
+    assert outside.guidance_scale == 10.0  # the preset belongs to the benchmark only
+    args = ["experiment=i2v_benchmark", "model=framepack", "model.sampling.guidance_scale=7", "--cfg", "job"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "videxp.sample", *args], capture_output=True, text=True, check=True
+    ).stdout
+    assert OmegaConf.create(shown).model.sampling.guidance_scale == 7.0
 
 
 def test_output_timing_rules():

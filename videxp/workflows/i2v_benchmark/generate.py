@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from videxp.inference.loop import MANIFEST, manifest_header, run_sampling
 from videxp.models.loading import build_generator, device_from
-from videxp.scoring.selection import build_metrics
+from videxp.scoring.selection import CONF_DIR, build_metrics
 from videxp.utils.io import write_json
 from videxp.video import read_video, write_video
 from videxp.workflows.i2v_benchmark.inputs import (
@@ -42,22 +42,14 @@ def method_name(cfg: DictConfig) -> str:
     raise ValueError("cannot tell which method this is: set benchmark.method=<name> (e.g. wan)")
 
 
-def apply_method_settings(cfg: DictConfig, method: str) -> dict[str, Any]:
-    """Merge `benchmark.methods.<method>` (W1's per-method settings) into `cfg.model`; return them."""
-    methods = cfg.benchmark.get("methods") or {}
-    if method not in methods:
-        raise ValueError(
-            f"experiment=i2v_benchmark has no settings for method {method!r} (known: {sorted(methods)}); "
-            f"add them, e.g. +benchmark.methods.{method}.sampling.guidance_scale=5.0"
-        )
-    overrides = methods[method] or {}
-    try:
-        merged = OmegaConf.merge(cfg.model, overrides)
-    except Exception as e:  # noqa: BLE001 - OmegaConf raises several key/type errors; all mean the same
-        raise ValueError(f"benchmark.methods.{method} does not fit model={method}'s config: {e}") from e
-    with open_dict(cfg):
-        cfg.model = merged
-    return OmegaConf.to_container(overrides, resolve=True)
+def model_preset(cfg: DictConfig) -> str | None:
+    """The `model_preset` file this Hydra run merged into `model` (e.g. i2v_benchmark_framepack), if any."""
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get("model_preset@model")  # listed even when no file exists
+    if choice is None or not (CONF_DIR / "model_preset" / f"{choice}.yaml").is_file():
+        return None
+    return str(choice)
 
 
 def output_frames(num_frames: int, model_fps: float, fps: float, timing: str) -> list[int]:
@@ -105,7 +97,6 @@ def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
     """Prepare the inputs (once per benchmark), generate with this run's method, export, and score it."""
     b = cfg.benchmark
     method = method_name(cfg)
-    merged = apply_method_settings(cfg, method)
     metrics = None
     if b.evaluate:  # build the metrics first: missing detector weights fail before hours of generation
         metrics = build_metrics(cfg)
@@ -154,7 +145,8 @@ def run_benchmark_sample(cfg: DictConfig) -> dict[str, Any]:
         method_dir / METHOD_JSON,
         {
             "method": method,
-            "settings_from_benchmark": merged,
+            "model_preset": model_preset(cfg),  # conf/model_preset/<name>.yaml, merged at composition
+            "sampling": OmegaConf.to_container(cfg.model.get("sampling", {}), resolve=True),
             "model": summary["manifest"]["model"],
             "timing": timing,
             "samples_dir": summary["samples_dir"],
