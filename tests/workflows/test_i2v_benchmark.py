@@ -125,6 +125,9 @@ def test_per_method_metrics_and_comparison_summary(bench):
         # the sample run scored its own method the same way
         own = json.loads((tmp / "runs" / method / "metrics.json").read_text())
         assert own["label"] == method and own["fvd"]["value"] == pytest.approx(fvd["value"], rel=1e-6)
+    # W1's timestamped names beside the stable ones
+    assert len(list((tmp / "runs" / "evaluate" / "wan").glob("fvd_wan_*.json"))) == 1
+    assert len(list((tmp / "runs" / "evaluate").glob("benchmark_summary_*.json"))) == 1
     summary = json.loads((tmp / "runs" / "evaluate" / "benchmark_summary.json").read_text())
     assert set(summary["methods"]) == {"wan", "framepack"} and summary["num_reference_videos"] == 3
     row = summary["methods"]["wan"]
@@ -170,6 +173,31 @@ def test_method_presets_are_composed_and_overrides_win(tmp_path):
         [sys.executable, "-m", "videxp.sample", *args], capture_output=True, text=True, check=True
     ).stdout
     assert OmegaConf.create(shown).model.sampling.guidance_scale == 7.0
+
+
+def test_sweep_jobs_get_one_method_label_each(tmp_path, monkeypatch):
+    """A sweep over model.* settings names each job's method after its model and its overrides (W1's
+    suffix per setting); the labels follow W1 (wan2.1_i2v, framepack_i2v)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from videxp.scoring.selection import CONF_DIR
+    from videxp.workflows.i2v_benchmark.generate import method_name
+
+    labels = []
+    for model, steps in (("wan", 10), ("wan", 50), ("framepack", 20)):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            over = ["experiment=i2v_benchmark", f"model={model}", f"model.sampling.steps={steps}"]
+            cfg = compose("sample", overrides=over, return_hydra_config=True)
+        monkeypatch.setattr(HydraConfig.instance(), "cfg", cfg)
+        labels.append(method_name(cfg))
+    assert labels == ["wan2.1_i2v_steps10", "wan2.1_i2v_steps50", "framepack_i2v_steps20"]
+    assert (
+        method_name(compose_cfg("sample", ["experiment=i2v_benchmark", "benchmark.method=mine"], tmp_path))
+        == "mine"
+    )
 
 
 def test_output_timing_rules():

@@ -32,14 +32,27 @@ METHOD_JSON = "method.json"  # per method: model settings, timing, output folder
 
 
 def method_name(cfg: DictConfig) -> str:
-    """`benchmark.method`, else the `model` group's choice of this Hydra run (model=wan -> wan)."""
+    """This run's method label (its folder name under methods/ and generated_videos/).
+
+    `benchmark.method` when set; otherwise the model's W1 label (`benchmark.labels`, e.g. model=wan ->
+    wan2.1_i2v, else the model choice) plus one suffix per `model.*` command-line override, so a sweep
+    `model.sampling.steps=10,20,50` gives wan2.1_i2v_steps10, wan2.1_i2v_steps20, wan2.1_i2v_steps50.
+    """
     if cfg.benchmark.get("method"):
         return str(cfg.benchmark.method)
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get("model")
-        if choice:
-            return str(choice).replace("/", "_")
-    raise ValueError("cannot tell which method this is: set benchmark.method=<name> (e.g. wan)")
+    if not HydraConfig.initialized() or not HydraConfig.get().runtime.choices.get("model"):
+        raise ValueError("cannot tell which method this is: set benchmark.method=<name> (e.g. wan2.1_i2v)")
+    hydra = HydraConfig.get()
+    choice = str(hydra.runtime.choices["model"])
+    label = str((cfg.benchmark.get("labels") or {}).get(choice, choice.replace("/", "_")))
+    return label + "".join(override_suffix(o) for o in hydra.overrides.task if o.startswith("model."))
+
+
+def override_suffix(override: str) -> str:
+    """`model.sampling.steps=10` -> `_steps10`: the last key part and the value, filename-safe."""
+    key, _, value = override.partition("=")
+    text = key.rsplit(".", 1)[-1] + value
+    return "_" + "".join(c if c.isalnum() or c in ".-" else "-" for c in text)
 
 
 def model_preset(cfg: DictConfig) -> str | None:

@@ -19,6 +19,7 @@ from videxp.scoring.selection import evaluate_settings
 from videxp.utils.io import write_json
 from videxp.workflows.i2v_benchmark.inputs import BENCHMARK_JSON, GENERATED_DIR, METHODS_DIR, REFERENCE_DIR
 
+TIME_FORMAT = "%Y%m%d_%H%M%S"  # W1's timestamp in fvd_<method>_<time>.json and benchmark_summary_<time>.json
 # W1's reading of FVD values (its benchmark README): upper bound -> band
 FVD_BANDS = ((50.0, "exceptional"), (100.0, "excellent"), (300.0, "good"), (500.0, "moderate"))
 
@@ -42,6 +43,7 @@ def evaluate_method(
             f"videxp-sample experiment=i2v_benchmark model={method} first"
         )
     extra = {"label": method, "benchmark": str(root.resolve())}
+    stamp = datetime.now().strftime(TIME_FORMAT)
     method_json = root / METHODS_DIR / method / "method.json"
     if method_json.is_file():
         extra["timing"] = json.loads(method_json.read_text())["timing"]
@@ -54,6 +56,9 @@ def evaluate_method(
         device_from(cfg.device),
         extra,
     )
+    fvd_json = out_dir / "fvd.json"
+    if fvd_json.is_file():  # W1's name beside the stable one: fvd_<method>_<time>.json
+        write_json(out_dir / f"fvd_{method}_{stamp}.json", json.loads(fvd_json.read_text()))
     return {"results": results, "out_dir": out_dir}
 
 
@@ -111,4 +116,6 @@ def write_summary(out_dir: Path, root: Path, runs: dict[str, Path]) -> dict[str,
         "comparison": str(out_dir / "comparison.md"),
     }
     write_json(out_dir / "benchmark_summary.json", summary)
+    stamp = datetime.now().strftime(TIME_FORMAT)
+    write_json(out_dir / f"benchmark_summary_{stamp}.json", summary)  # W1's timestamped name, kept per run
     return summary
