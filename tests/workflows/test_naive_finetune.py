@@ -38,8 +38,7 @@ MODELS = {  # model -> (overrides, video_length)
             "model=opensora",
             "model.size=tiny",
             "model.max_frames=49",
-            "model.sampling.steps=2",
-            "inference.step_size=37",  # W5 exactly: 45 frames = 8 observed + 37 in one call (padded to 49)
+            "model.sampling.steps=2",  # the preset's call plan: 45 frames = 8 observed + 37 in one call
         ],
         45,
     ),
@@ -92,6 +91,10 @@ def test_naive_finetune_end_to_end_and_resume(model, raw, tmp_path, alex_state, 
     assert psnr["delta"] == pytest.approx(psnr["finetuned"] - psnr["baseline"])
     mean_delta = np.mean([float(r["psnr_delta"]) for r in rows])
     assert mean_delta == pytest.approx(psnr["delta"], abs=1e-9)
+    top = json.loads((tmp_path / "metrics.json").read_text())  # beside per_video.csv: both arms per metric
+    assert (
+        top["metrics"]["psnr"] == pytest.approx(psnr) and top["metrics"]["lpips"]["higher_is_better"] is False
+    )
     if model == "opensora":  # the conditioning actually used, recorded with the samples
         manifest = json.loads((tmp_path / "baseline" / "samples" / "manifest.json").read_text())
         (call,) = manifest["model"]["effective_conditioning"]
@@ -105,8 +108,28 @@ def test_experiment_is_w5_geometry(tmp_path):
     assert cfg.model.optim.lr == pytest.approx(1e-5) and set(cfg.metric) == {"psnr", "ssim", "lpips"}
     cfg = compose_cfg("sample", ["experiment=naive_finetune", "model=opensora"], tmp_path)
     assert cfg.model.optim.lr == pytest.approx(1e-5)
-    assert cfg.model.training.cond_type == "v2v_head" and cfg.model.training.condition_frames == 8
+    # W5's Open-Sora protocol by default: the 37 frames in one call, training conditions latent_t // 2
+    assert cfg.inference.step_size == 37 and cfg.inference.obs_length + 37 == cfg.dataset.video_length
+    assert cfg.model.training.cond_type == "v2v_head" and cfg.model.training.condition_frames == "half"
     assert cfg.model.training.cache_clip_latents is True
+    over = [
+        "experiment=naive_finetune",
+        "model=opensora",
+        "inference.step_size=5",
+        "naive_finetune.condition_frames=8",
+    ]
+    cfg = compose_cfg("sample", over, tmp_path)  # overrides win over the preset
+    assert cfg.inference.step_size == 5 and cfg.model.training.condition_frames == 8
+
+
+def test_opensora_half_conditioning_takes_the_first_half_of_the_latents():
+    from videxp.models.opensora.module import OpenSoraModule
+
+    half = OpenSoraModule(size="tiny", training={"condition_frames": "half"})
+    assert half.cond_index(13) == list(range(6)) and half.cond_index(4) == [0, 1]
+    assert OpenSoraModule(size="tiny", training={"condition_frames": 8}).cond_index(13) == [0, 1]
+    with pytest.raises(ValueError, match="condition_frames must be a positive int or 'half'"):
+        OpenSoraModule(size="tiny", training={"condition_frames": "third"})
 
 
 def test_base_weights_restore_exactly():

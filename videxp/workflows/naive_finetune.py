@@ -180,7 +180,8 @@ def _per_video(result: dict[str, Any]) -> dict[int, float]:
 
 
 def write_tables(out: Path, results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
-    """per_video.csv (per video and metric: baseline, fine-tuned, difference) and the averaged summary."""
+    """per_video.csv (per video and metric: baseline, fine-tuned, difference) and metrics.json (both arms'
+    averages per metric and their difference); returns the latter."""
     metrics = [m for m in results["baseline"] if "per_video" in results["baseline"][m]]
     per_video = {m: {arm: _per_video(results[arm][m]) for arm in ARMS} for m in metrics}
     videos = sorted(set().union(*(per_video[m]["baseline"] for m in metrics))) if metrics else []
@@ -193,19 +194,25 @@ def write_tables(out: Path, results: dict[str, dict[str, dict[str, Any]]]) -> di
                 b, t = per_video[m]["baseline"].get(v), per_video[m]["finetuned"].get(v)
                 row += [b, t, None if b is None or t is None else t - b]
             writer.writerow(["" if c is None else c for c in row])
-    return {
-        "metrics": {
-            m: {
-                "baseline": results["baseline"][m]["value"],
-                "finetuned": results["finetuned"][m]["value"],
-                "delta": results["finetuned"][m]["value"] - results["baseline"][m]["value"],
-            }
-            for m in results["baseline"]
-        },
+    averaged = {}
+    for m in results["baseline"]:
+        base, tuned = results["baseline"][m]["value"], results["finetuned"][m]["value"]
+        higher = bool(results["baseline"][m].get("higher_is_better", True))
+        averaged[m] = {
+            "baseline": base,
+            "finetuned": tuned,
+            "delta": tuned - base,  # fine-tuned minus baseline
+            "higher_is_better": higher,
+            "finetuned_better": (tuned > base) if higher else (tuned < base),
+        }
+    summary = {
+        "metrics": averaged,
         "num_videos": len(videos),
         "per_video": str(out / "per_video.csv"),
         "metrics_files": {arm: str(out / arm / "metrics.json") for arm in ARMS},
     }
+    write_json(out / "metrics.json", summary)  # W5's results/metrics.json: both arms side by side
+    return summary
 
 
 class NaiveFinetune(Workflow):

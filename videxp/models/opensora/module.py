@@ -43,7 +43,9 @@ DEFAULT_OPTIM = {  # configs/opensora-v1-3/train/stage1.py (lr there 1e-4)
 }
 DEFAULT_TRAINING = {
     "cond_type": "v2v_head",  # v2v_head | i2v_head | i2v_tail | i2v_loop | null (text-to-video)
-    "condition_frames": 17,  # v2v_head: observed pixel frames; conditions the latents standing only for them
+    # v2v_head: observed pixel frames (conditions the latents standing only for them), or "half": the first
+    # num_latents // 2 latents (Open-Sora's naive fine-tuning default, latent_t // 2)
+    "condition_frames": 17,
     "timestep_sampling": "logit-normal",  # logit-normal | uniform
     "use_timestep_transform": True,  # warp training timesteps like sampling's
     "text_dropout": 0.0,  # null-caption probability per clip; replaces the network's class_dropout_prob
@@ -121,6 +123,11 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         if t["cond_type"] is not None and t["cond_type"] not in COND_TYPES:
             raise ValueError(
                 f"model.training.cond_type must be one of {COND_TYPES} or null, got {t['cond_type']!r}"
+            )
+        frames = t["condition_frames"]
+        if frames != "half" and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 1):
+            raise ValueError(
+                f"model.training.condition_frames must be a positive int or 'half', got {frames!r}"
             )
         self.ema_cfg = merge_settings(ema, DEFAULT_EMA, "ema")
         self.frame_size = dict(resolution=resolution, aspect_ratio=aspect_ratio, height=height, width=width)
@@ -258,6 +265,8 @@ class OpenSoraModule(SavesTrainedOnly, ClipsToMaxNorm, L.LightningModule):
         """The latents conditioned while training (`training.cond_type`; v2v_head: as at sampling time)."""
         t = self.training_cfg
         if t["cond_type"] == "v2v_head":
+            if t["condition_frames"] == "half":
+                return mask_index("v2v_head", num_latents, num_latents // 2)
             k = head_latents(int(t["condition_frames"]), self.vae.config.micro_frame_size)
             return mask_index("v2v_head", num_latents, min(k, num_latents))
         return mask_index(t["cond_type"], num_latents)

@@ -56,10 +56,10 @@ def override_suffix(override: str) -> str:
 
 
 def model_preset(cfg: DictConfig) -> str | None:
-    """The `model_preset` file this Hydra run merged into `model` (e.g. i2v_benchmark_framepack), if any."""
+    """The `model_preset` file this Hydra run merged (e.g. i2v_benchmark_framepack), if any."""
     if not HydraConfig.initialized():
         return None
-    choice = HydraConfig.get().runtime.choices.get("model_preset@model")  # listed even when no file exists
+    choice = HydraConfig.get().runtime.choices.get("model_preset")  # listed even when no file exists
     if choice is None or not (CONF_DIR / "model_preset" / f"{choice}.yaml").is_file():
         return None
     return str(choice)
