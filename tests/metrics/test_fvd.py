@@ -71,9 +71,11 @@ def test_presets_and_single_key_override_from_config(tmp_path):
     m = instantiate(cfg.metric.fvd, detector=Counting())
     assert m.protocol_name == "videogpt"
     assert m.protocol == {
+        "detector": "pooled-projection",  # the Detector object given replaces the preset's i3d_pretrained_400
         "num_real": 256,
         "num_fake": 256,
         "num_frames": 8,
+        "frames": "first",
         "stride": 1,
         "quantize": "truncate",
         "resize": "short_side_crop",
@@ -105,9 +107,44 @@ def test_every_preset_resolves_and_bad_keys_fail():
     with pytest.raises(ValueError, match="quantize"):
         resolve_protocol("styleganv", presets, {"quantize": "floor"})
     with pytest.raises(ValueError, match="unknown FVD protocol key"):
-        FVD(detector=Counting(), frames=3)
+        FVD(detector=Counting(), frame=3)
+    with pytest.raises(ValueError, match="frames"):
+        resolve_protocol("styleganv", presets, {"frames": "last"})
+    with pytest.raises(ValueError, match="trials > 1 needs numeric"):
+        resolve_protocol("w1_i2v", presets, {"trials": 2})
     with pytest.raises(ValueError, match="per_sample and trials"):
         resolve_protocol("fdm", presets, {"trials": 3})
+
+
+def test_each_preset_names_its_source_detector():
+    presets = default_protocols()
+    detectors = {name: resolve_protocol(name, presets)["detector"] for name in presets}
+    assert detectors["styleganv"] == "i3d_torchscript" and detectors["tf"] == "i3d_torchscript"
+    assert detectors["videogpt"] == detectors["tats"] == "i3d_pretrained_400"
+    assert detectors["w1_i2v"] == "rgb_imagenet"
+    assert FVD(protocol="videogpt", detector="some/file.pt")._detector_spec == "some/file.pt"  # given wins
+    assert FVD(protocol="styleganv")._detector_spec == "i3d_torchscript"
+
+
+def test_w1_preset_first_or_uniform_frames_and_every_video(tmp_path):
+    """W1: 16 frames per video (first 16 by default, or spread over the clip), every video counted."""
+    first = make_fvd(Counting(), protocol="w1_i2v")
+    assert first.protocol["num_real"] == "all" and first._choose_frames(
+        81, np.array([0]), "generated"
+    ) == list(range(16))
+    spread = make_fvd(Counting(), protocol="w1_i2v", frames="uniform")
+    positions = spread._choose_frames(81, np.array([0]), "generated")
+    assert positions[0] == 0 and positions[-1] == 80 and len(positions) == 16
+    assert spread._choose_frames(16, np.array([0]), "reference") == list(range(16))  # a 16-frame reference
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.rand(40, 16, 3, 16, 16, generator=g), torch.rand(40, 16, 3, 16, 16, generator=g)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m = make_fvd(Counting(), protocol="w1_i2v")
+        m.update(fake, real, video_index=list(range(40)), sample_index=[0] * 40)
+        res = m.compute()
+    assert res["num_real"] == res["num_fake"] == 40
+    assert not [w for w in caught if "protocol's" in str(w.message)]  # "all" has no size to fall short of
 
 
 def test_quantize_and_resize_conventions():

@@ -91,6 +91,29 @@ def test_state_dict_file_loads_and_matches(tmp_path: Path, fixture_net: Inceptio
     torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_piergiaj_rgb_imagenet_kind_gives_its_pooled_1024_features(tmp_path: Path, fixture_net) -> None:
+    """`kind="piergiaj"`: the W1 guide's detector, pytorch_i3d.py semantics: BatchNorm eps 1e-3 and
+    `extract_features` (average-pooled Mixed_5c) as the 1024-d features."""
+    path = tmp_path / "rgb_imagenet.pt"
+    torch.save(fixture_net.state_dict(), path)  # same key names as piergiaj's file
+    det = load_detector(path, kind="piergiaj", batch_size=2)
+    assert det.feature_dim == 1024 and "pool1024" in det.name
+    x = torch.rand((2, 3, 16, 224, 224), generator=torch.Generator().manual_seed(5)) * 2 - 1
+    feats = det(x)
+    assert feats.shape == (2, 1024)
+    eps3 = InceptionI3d(400)
+    eps3.load_state_dict(fixture_net.state_dict())
+    for m in eps3.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.eps = 1e-3  # pytorch_i3d.py's BatchNorm3d(eps=0.001)
+    eps3.eval()
+    with torch.no_grad():
+        ref = eps3.avg_pool(eps3.trunk(x)).reshape(2, 1024)  # [B, 1024, 1, 1, 1] at 16 frames
+        videogpt_eps = fixture_net.avg_pool(fixture_net.trunk(x)).reshape(2, 1024)
+    torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-5)
+    assert (feats - videogpt_eps).abs().max() > 1e-4  # the eps is not a detail
+
+
 class _StandIn(nn.Module):
     """A tiny module with the StyleGAN-V TorchScript detector's call signature."""
 

@@ -59,6 +59,7 @@ def bench(tmp_path_factory):
         f"dataset.source.root={raw}",
         f"paths.output_root={tmp / 'outputs'}",
         f"metric.fvd.detector={detector}",
+        "metric.fvd.detector_kind=piergiaj",  # read as W1's rgb_imagenet.pt is
         f"metric.fvd.cache_dir={tmp / 'fvd_cache'}",
     ]
     runs = {}
@@ -121,7 +122,7 @@ def test_per_method_metrics_and_comparison_summary(bench):
         fvd = results[method]["fvd"]
         assert fvd["num_real"] == 3 and fvd["num_fake"] == 3 and fvd["value"] > 0
         w1 = json.loads((tmp / "runs" / "evaluate" / method / "fvd.json").read_text())
-        assert w1["fvd"] == pytest.approx(fvd["value"]) and w1["generated_features_shape"] == [3, 400]
+        assert w1["fvd"] == pytest.approx(fvd["value"]) and w1["generated_features_shape"] == [3, 1024]
         # the sample run scored its own method the same way
         own = json.loads((tmp / "runs" / method / "metrics.json").read_text())
         assert own["label"] == method and own["fvd"]["value"] == pytest.approx(fvd["value"], rel=1e-6)

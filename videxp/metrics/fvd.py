@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from videxp.metrics.base import DistributionMetric, _as_index, check_frame_values
-from videxp.metrics.detector import INPUT_SIZE, Detector, load_detector
+from videxp.metrics.detector import INPUT_SIZE, KIND_OF_WEIGHT, Detector, load_detector
 from videxp.metrics.frechet import FeatureStats, frechet_distance
 from videxp.metrics.fvd_protocol import (  # noqa: F401 - re-exported: the FVD conventions live with FVD
     PROTOCOL_KEYS,
@@ -27,6 +28,7 @@ from videxp.metrics.fvd_protocol import (  # noqa: F401 - re-exported: the FVD c
     resolve_protocol,
     tf_legacy_matrix,
 )
+from videxp.metrics.i3d import FEATURE_DIM_1024
 from videxp.weights.registry import get_path, identify_file
 
 
@@ -55,7 +57,7 @@ class FVD(DistributionMetric):
         *,
         protocol: str = "styleganv",
         protocols: Mapping[str, Mapping[str, Any]] | None = None,
-        detector: str | os.PathLike | Detector = "i3d_pretrained_400",
+        detector: str | os.PathLike | Detector | None = None,
         detector_kind: str = "auto",
         device: str | None = None,
         batch_size: int = 8,
@@ -68,8 +70,12 @@ class FVD(DistributionMetric):
         if protocols is None:
             protocols = default_protocols()
         self.protocol_name = protocol
+        if detector is not None and not isinstance(detector, Detector):
+            overrides = {**overrides, "detector": str(detector)}  # a name or file replaces the protocol's
         self.protocol = resolve_protocol(protocol, protocols, overrides)
-        self._detector_spec = detector
+        if isinstance(detector, Detector):
+            self.protocol["detector"] = detector.name
+        self._detector_spec = detector if detector is not None else self.protocol["detector"]
         self._detector: Detector | None = detector if isinstance(detector, Detector) else None
         self.detector_kind = detector_kind
         self.detector_weight: str | None = None  # the registered weight the detector file is, when known
@@ -103,9 +109,10 @@ class FVD(DistributionMetric):
             else:  # a user file: named when it is a registered weight, refused when named like one but not it
                 known = identify_file(path)
                 self.detector_weight = None if known is None else known.name
-            self._detector = load_detector(
-                path, kind=self.detector_kind, device=self.device, batch_size=self.batch_size
-            )
+            kind = self.detector_kind
+            if kind == "auto":  # a registered weight loads the way its source uses it
+                kind = KIND_OF_WEIGHT.get(self.detector_weight or "", "auto")
+            self._detector = load_detector(path, kind=kind, device=self.device, batch_size=self.batch_size)
         return self._detector
 
     def prepare(self) -> None:
@@ -127,7 +134,11 @@ class FVD(DistributionMetric):
                 else "align_corners=False"
             ),
             "value_range": [-1.0, 1.0],
-            "features": "detector output (I3D: 400-d logits averaged over time)",
+            "features": (
+                "I3D average-pooled Mixed_5c, 1024-d (piergiaj extract_features)"
+                if det is not None and det.feature_dim == FEATURE_DIM_1024
+                else "detector output (I3D: 400-d logits averaged over time)"
+            ),
             "detector": det.name if det is not None else str(self._detector_spec),
             "detector_sha256": det.file_sha256 if det is not None else None,
             "detector_weight": self.detector_weight,
@@ -205,10 +216,20 @@ class FVD(DistributionMetric):
         rng = np.random.default_rng([int(self.protocol["offset_seed"]) & 0xFFFFFFFF, int(video)])
         return int(rng.integers(0, room + 1))
 
+    def _limit(self, key: str) -> int:
+        """`num_real` / `num_fake` of the protocol; "all" (every video handed in) as no limit."""
+        value = self.protocol[key]
+        return sys.maxsize if value == "all" else int(value)
+
     def _choose_frames(self, t: int, videos: np.ndarray, side: str) -> list[int]:
         """Positions (into the T frames handed in) of the clip to score; ValueError if T is too short."""
         n, stride = self.protocol["num_frames"], self.protocol["stride"]
-        positions = list(range(t))[::stride] if n == "all" else list(range(0, (n - 1) * stride + 1, stride))
+        if n == "all":
+            positions = list(range(t))[::stride]
+        elif self.protocol["frames"] == "uniform" and t >= n:  # n frames spread evenly over the clip
+            positions = np.linspace(0, t - 1, n).round().astype(int).tolist()
+        else:
+            positions = list(range(0, (n - 1) * stride + 1, stride))
         need = max((positions[-1] + 1) if positions else 1, 1)
         names = ", ".join(self._label(v, side) for v in videos[:3]) + (" ..." if len(videos) > 3 else "")
         if t < need:
@@ -255,7 +276,7 @@ class FVD(DistributionMetric):
         b, t = target.shape[:2]
         videos = _as_index(video_index, "video_index", b)
         frames = np.arange(t) if frame_index is None else _as_index(frame_index, "frame_index", t)
-        capacity = self.protocol["num_real"] * self.protocol["trials"]
+        capacity = self._limit("num_real") * self.protocol["trials"]
         keep, trial = [], []
         for i, v in enumerate(videos.tolist()):
             if v in self._real_seen:
@@ -263,7 +284,7 @@ class FVD(DistributionMetric):
             if len(self._real_seen) >= capacity:
                 self._real_skipped += 1
                 continue
-            trial.append(len(self._real_seen) // self.protocol["num_real"])
+            trial.append(len(self._real_seen) // self._limit("num_real"))
             self._real_seen.add(v)
             keep.append(i)
         if not keep:
@@ -294,7 +315,7 @@ class FVD(DistributionMetric):
         samples = _as_index(sample_index, "sample_index", b)
         frames = np.arange(t) if frame_index is None else _as_index(frame_index, "frame_index", t)
         per_sample = self.protocol["per_sample"]
-        capacity = self.protocol["num_fake"] * (1 if per_sample else self.protocol["trials"])
+        capacity = self._limit("num_fake") * (1 if per_sample else self.protocol["trials"])
         keep: list[int] = []
         keys: list[int] = []
         wanted = self.protocol["fake_samples"]
@@ -308,7 +329,7 @@ class FVD(DistributionMetric):
                 count = (self._fake[key].count if key in self._fake else 0) + keys.count(key)
             else:
                 count = self._fake_count
-                key = count // self.protocol["num_fake"]
+                key = count // self._limit("num_fake")
             if count >= capacity:
                 self._fake_skipped += 1
                 continue
@@ -378,15 +399,15 @@ class FVD(DistributionMetric):
         n_fake = [s.count for s in self._fake.values()]
         notes: list[str] = []
         for label, n, target_n in [
-            ("reference", min(r.count for r in self._real.values()), self.protocol["num_real"]),
-            ("generated", min(n_fake), self.protocol["num_fake"]),
+            ("reference", min(r.count for r in self._real.values()), self._limit("num_real")),
+            ("generated", min(n_fake), self._limit("num_fake")),
         ]:
             if n < det.feature_dim:
                 notes.append(
                     f"{label} N={n} < feature dim {det.feature_dim}: covariance is rank-deficient and FVD is "
                     "strongly biased upward; compare only numbers with the same N"
                 )
-            if n < target_n:
+            if n < target_n != sys.maxsize:  # "all" has no size to fall short of
                 notes.append(
                     f"{label} N={n} < the {self.protocol_name} protocol's {target_n}: not comparable with "
                     "published numbers (FD is biased ~1/N)"
@@ -462,7 +483,7 @@ class FVD(DistributionMetric):
                 merged.setdefault(int(key), FeatureStats()).merge(FeatureStats.load(Path(folder) / file))
         p = self.protocol
         counts = {k: s.count for k, s in merged.items()}
-        exact = skipped == 0 and all(n <= p["num_fake"] for n in counts.values())
+        exact = skipped == 0 and all(n <= self._limit("num_fake") for n in counts.values())
         if not p["per_sample"]:
             exact = exact and p["trials"] == 1 and set(counts) <= {0}
         if not exact:

