@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from videxp import help as _help  # noqa: F401 - registers the --help template resolver
 from videxp.metrics.base import Metric
 from videxp.utils.cli import reports_errors
 from videxp.utils.config_check import check_config

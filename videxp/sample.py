@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from videxp import help as _help  # noqa: F401 - registers the --help template resolver
 from videxp.utils.cli import reports_errors
 from videxp.utils.config_check import check_config
 from videxp.utils.io import ensure_writable

@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
+from videxp import help as _help  # noqa: F401 - registers the --help template resolver
 from videxp.models.resume import resume_checkpoint
 from videxp.utils import wandb_run
 from videxp.utils.cli import reports_errors
