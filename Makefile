@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-interpolant test test-full lint format bench clean wandb-sync
+.PHONY: help install demo demo-interpolant test test-full lint format bench bench-gpu bench-gpu-wheels clean wandb-sync
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,22 @@ format: $(STAMP)  ## ruff autofix + format
 
 bench: $(STAMP)  ## Print benchmark figures (throughput ratios; see bench/)
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# bench/gpu_suite.py: the wheels it carries to a GPU machine that has torch but not the rest (its WHEELS, pinned
+# to .venv). For another Python or platform there, e.g.
+#   make bench-gpu-wheels WHEEL_FLAGS='--python-version 3.12 --platform manylinux_2_28_x86_64'
+WHEELHOUSE ?= wheels
+WHEEL_FLAGS ?=
+# The GPU machine's python with torch (.venv's when there is one); BENCH_GPU_ARGS e.g. '--sections fvd frames'
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+BENCH_GPU_ARGS ?=
+
+bench-gpu:  ## One table of GPU figures (bench/gpu_suite.py; installs missing wheels from wheels/ if there)
+	$(GPU_PYTHON) bench/gpu_suite.py $(if $(wildcard $(WHEELHOUSE)/*.whl),--wheelhouse $(WHEELHOUSE)) $(BENCH_GPU_ARGS)
+
+bench-gpu-wheels: $(STAMP)  ## Download the wheels bench-gpu needs beyond torch into wheels/ (git-ignored)
+	$(BIN)/python bench/gpu_suite.py --list-wheels | \
+		xargs $(BIN)/python -m pip download -q --no-deps --only-binary=:all: $(WHEEL_FLAGS) -d $(WHEELHOUSE)
 
 clean:  ## Remove caches and run outputs (keeps .venv)
 	rm -rf .pytest_cache .ruff_cache build dist *.egg-info

@@ -31,6 +31,7 @@ HEAVY = {
     "wandb",
     "lpips",
     "huggingface_hub",
+    "cv2",  # OpenCV: only SSIM's CPU backend needs it in videxp.metrics (GPU runs go without it)
 }
 MAX_LINES = 800  # a module holding one network may come near this; everything else stays well below
 

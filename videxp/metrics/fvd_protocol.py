@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from videxp.metrics.detector import INPUT_SIZE
 
@@ -36,9 +36,14 @@ TRUNCATE_EPS = 1e-3  # in 0–255 units: float32 round-off of uint8-derived valu
 
 
 def _plain(obj: Any) -> Any:
-    """OmegaConf containers → plain dicts/lists (instantiate may hand us DictConfig)."""
-    if isinstance(obj, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(obj, resolve=True)
+    """OmegaConf containers → plain dicts/lists (instantiate may hand us DictConfig).
+
+    omegaconf is looked up, not imported: without it loaded there are no OmegaConf containers, and FVD
+    then runs on machines without Hydra (bench/gpu_suite.py).
+    """
+    omegaconf = sys.modules.get("omegaconf")
+    if omegaconf is not None and isinstance(obj, (omegaconf.DictConfig, omegaconf.ListConfig)):
+        return omegaconf.OmegaConf.to_container(obj, resolve=True)
     return obj
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -25,6 +24,8 @@ def _uint8_sse(pred: torch.Tensor, target: torch.Tensor, per_channel: bool) -> t
         return (
             sq.sum(dim=2, dtype=torch.int64) if per_channel else sq.sum(dim=(1, 2), dtype=torch.int64)
         ).double()
+    import cv2  # deferred: only this CPU path needs OpenCV (GPU runs go without it)
+
     rows = c * h if not per_channel else h  # frames (or planes) as 2-D uint8 images for OpenCV
     x = pred.contiguous().numpy().reshape(-1, rows, w)
     y = target.contiguous().numpy().reshape(-1, rows, w)

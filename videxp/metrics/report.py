@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from videxp.metrics.base import FrameMetric, Metric
 from videxp.utils.io import atomic_path, write_json
@@ -61,6 +59,9 @@ def _write_plot(
 ) -> None:
     """One subplot per metric: per-frame mean over videos/samples vs frame index, ±1 s.e. band; the
     baselines' per-frame means as dashed lines."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: only the plot needs matplotlib
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(4.0 * len(curves), 3.2), constrained_layout=True)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(curves), squeeze=False)[0]

@@ -7,7 +7,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -260,6 +259,8 @@ class SSIM(FrameMetric):
         np.subtract(z[2], z[3], out=z[1])
         np.multiply(z[0], z[0], out=z[2])
         np.multiply(z[1], z[1], out=z[3])
+        import cv2  # deferred: only the CPU backend needs OpenCV (GPU runs go without it)
+
         kernel = np.asarray(self._weights, dtype=dtype)
         cv2.sepFilter2D(z.reshape(4 * p * h, w), -1, kernel, kernel, dst=filtered.reshape(4 * p * h, w))
         # the valid region, made contiguous in z's memory (z is filtered already); the rest of the work
