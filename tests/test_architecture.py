@@ -12,7 +12,7 @@ PACKAGE = ROOT / "videxp"
 # bottom to top; a module may import its own room and rooms on lower layers only (docs/architecture.md)
 LAYERS = [
     {"errors"},
-    {"utils", "launcher"},
+    {"utils", "launcher", "help"},
     {"video", "weights"},
     {"data", "metrics", "inference"},
     {"scoring"},
