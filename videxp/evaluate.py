@@ -13,6 +13,7 @@ from videxp.metrics.base import Metric
 from videxp.utils.cli import reports_errors
 from videxp.utils.config_check import check_config
 from videxp.utils.io import ensure_writable
+from videxp.utils.wandb_results import log_results
 from videxp.workflows.base import load_workflow
 
 
@@ -21,8 +22,11 @@ def run(cfg: DictConfig, metrics: Mapping[str, Metric] | None = None) -> dict[st
 
     Bad config values and an unwritable `evaluate.out_dir` are refused before any video is read."""
     check_config(cfg)
-    ensure_writable(OmegaConf.select(cfg, "evaluate.out_dir"), "evaluate.out_dir")
-    return load_workflow(cfg).evaluate(cfg, metrics)
+    out_dir = OmegaConf.select(cfg, "evaluate.out_dir")
+    ensure_writable(out_dir, "evaluate.out_dir")
+    results = load_workflow(cfg).evaluate(cfg, metrics)
+    log_results(cfg, out_dir or cfg.paths.output_dir)  # logger=wandb: the results as a wandb run
+    return results
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

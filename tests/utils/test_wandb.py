@@ -60,3 +60,83 @@ def test_lr_monitor_only_with_a_logger(tmp_path):
     cfg = compose_cfg("train", TINY, tmp_path)
     assert any(isinstance(c, LearningRateMonitor) for c in train._callbacks(cfg, has_logger=True))
     assert not any(isinstance(c, LearningRateMonitor) for c in train._callbacks(cfg, has_logger=False))
+
+
+def _folders(root):
+    """Two folders of 3 paired uint8 npy videos [6, 32, 32, 3]."""
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    for side in ("real", "fake"):
+        (root / side).mkdir(parents=True)
+    for i in range(3):
+        clip = g.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+        np.save(root / "real" / f"v{i}.npy", clip)
+        np.save(root / "fake" / f"v{i}.npy", np.clip(clip.astype(int) + 20, 0, 255).astype(np.uint8))
+    return root / "real", root / "fake"
+
+
+def logged_json(raw: bytes, key: str):
+    """The value logged for a summary / history `key` in an offline run's .wandb records: the protobuf item
+    (field 1 = key, field 16 = value_json; short values only)."""
+    import json
+    import re
+
+    k = key.encode()
+    match = re.search(re.escape(b"\n" + bytes([len(k)]) + k + b"\x82\x01"), raw)
+    assert match, f"{key} was not logged"
+    n = raw[match.end()]
+    return json.loads(raw[match.end() + 1 : match.end() + 1 + n])
+
+
+def test_evaluate_logs_values_tables_and_curves_to_an_offline_run(tmp_path, monkeypatch):
+    import json
+
+    from videxp import evaluate
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    real, fake = _folders(tmp_path)
+    out = tmp_path / "out"
+    cfg = compose_cfg(
+        "evaluate", [f"real_dir={real}", f"fake_dir={fake}", "logger=wandb", "run_name=ev"], out
+    )
+    results = evaluate.run(cfg)
+    (run,) = sorted((out / "wandb").glob("offline-run-*"))
+    assert run.name.endswith(wandb_run.run_id(out))
+    raw = next(run.glob("run-*.wandb")).read_bytes()  # the offline run's record log (protobuf)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in ("psnr", "ssim"):
+        assert logged_json(raw, name) == metrics[name]["value"] == results[name]["value"]
+    table = next((run / "files").rglob("per_video*.table.json"))
+    doc = json.loads(table.read_text())
+    assert doc["columns"] == ["video", "sample", "psnr", "ssim"] and len(doc["data"]) == 3
+    frames = json.loads(next((run / "files").rglob("per_frame_*.table.json")).read_text())
+    assert [row[0] for row in frames["data"]] == list(range(6))  # one point per frame of the curves
+
+
+def test_only_the_job_that_finalises_a_sharded_run_logs_it(tmp_path, monkeypatch):
+    from videxp import sample
+
+    calls = []
+    monkeypatch.setattr(sample, "log_results", lambda cfg, folder: calls.append(str(folder)))
+    cfg = compose_cfg("sample", ["logger=wandb"], tmp_path)
+    for status, logged in (("waiting", 0), ("busy", 0), ("done", 0), ("finalised", 1)):
+
+        class Shard:
+            def sample(self, cfg, status=status):
+                return {"finalise": {"status": status}}
+
+        monkeypatch.setattr(sample, "load_workflow", lambda cfg: Shard())
+        calls.clear()
+        sample.run(cfg)
+        assert len(calls) == logged, status
+
+
+def test_comparison_and_benchmark_tables_flatten_one_row_per_run():
+    from videxp.utils.wandb_results import flat_rows
+
+    comp = {"runs": ["a", "b"], "metrics": {"psnr": {"values": {"a": 20.0, "b": 21.0}}}}
+    assert flat_rows(comp) == (["run", "psnr"], [["a", 20.0], ["b", 21.0]])
+    bench = {"methods": {"wan2.1_i2v": {"fvd": 40.7, "num_videos": 70, "metrics": {"fvd": 40.7}}}}
+    assert flat_rows(bench) == (["run", "fvd", "num_videos"], [["wan2.1_i2v", 40.7, 70]])
+    assert flat_rows({"value": 1}) is None

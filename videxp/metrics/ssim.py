@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from videxp.metrics.base import FrameMetric
+from videxp.metrics.cpu_chunks import chunks, map_chunks
 
 # Per variant: window shape and size, Gaussian sigma, covariance normalisation and default data range.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -29,10 +28,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 BACKENDS = ("auto", "cv2", "conv2d", "shift")
 STRIP_ROWS = 32  # CPU `shift`: output rows filtered at once (cache blocking; results do not change)
 CV2_CHUNK_ELEMENTS = 3 * 2**16  # CPU `cv2`: planes per task hold about this many pixels (~0.75 MB float32)
-CHUNKS_PER_WORKER = 4  # CPU `cv2`: fewer chunks than this per thread are scored on the calling thread
-_POOLS: dict[int, ThreadPoolExecutor] = {}  # worker count -> the cv2 backend's threads (kept between calls)
-os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of its parent's threads
-
 
 _SCRATCH = threading.local()  # per thread: the cv2 backend's two large work buffers, reused between chunks
 
@@ -49,13 +44,6 @@ def _scratch(shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.nd
         buffers = (np.empty(size, dtype), np.empty(size, dtype))
         _SCRATCH.buffers = buffers
     return buffers[0][:size].reshape(shape), buffers[1][:size].reshape(shape)
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """A thread pool of `workers` threads, made once per process."""
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="videxp-ssim")
-    return _POOLS[workers]
 
 
 def window_1d(window: str, win_size: int, sigma: float | None, dtype: torch.dtype) -> torch.Tensor:
@@ -277,14 +265,8 @@ class SSIM(FrameMetric):
         """`_map_sum_cv2` over chunks of the planes x, y [P, H, W] (CPU), spread over torch's thread count."""
         xs, ys = x.contiguous().numpy(), y.contiguous().numpy()
         p, h, w = xs.shape
-        step = max(1, CV2_CHUNK_ELEMENTS // (h * w))
-        chunks = [slice(i, min(i + step, p)) for i in range(0, p, step)]
-        # threads pay off from a few chunks each (handing one chunk over costs about as much as scoring it)
-        workers = min(torch.get_num_threads(), len(chunks) // CHUNKS_PER_WORKER)
-        if workers <= 1:
-            sums = [self._map_sum_cv2(xs[c], ys[c], scale) for c in chunks]
-        else:
-            sums = list(_pool(workers).map(lambda c: self._map_sum_cv2(xs[c], ys[c], scale), chunks))
+        parts = chunks(p, h * w, CV2_CHUNK_ELEMENTS)
+        sums = map_chunks(lambda c: self._map_sum_cv2(xs[c], ys[c], scale), parts)
         return torch.from_numpy(np.concatenate(sums))  # [P] float64
 
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

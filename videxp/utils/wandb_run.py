@@ -25,9 +25,10 @@ def run_id(output_dir: str | Path) -> str:
 
 
 def _job_name(run_name: str) -> str:
-    """run_name, or <run_name>/<job number> for a job of a Hydra sweep."""
+    """run_name, or for a job of a Hydra sweep its overrides (`model=wan,steps=10`; else <run_name>/<job>)."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        return f"{run_name}/{HydraConfig.get().job.num}"
+        job = HydraConfig.get().job
+        return str(job.get("override_dirname") or f"{run_name}/{job.num}")
     return run_name
 
 
