@@ -91,7 +91,7 @@ PROTOCOLS = {
     "kth_srvp": ["dataset.clips.num_clips=3", "sample.num_samples=2"],
     "kth_mcvd": ["dataset.clips.num_clips=3", "sample.num_samples=2"],
     "clevrer_river": [],
-    "ucf101_larp": ["dataset.clips.num_clips=4", "metric.fvd.num_real=4", "metric.fvd.num_fake=4"],
+    "ucf101_larp": ["dataset.clips.num_clips=3", "metric.fvd.num_real=3", "metric.fvd.num_fake=3"],
     "ucf101_styleganv": ["sample.stop_index=4"],
     "hmdb51_continuation": [],
 }
