@@ -91,6 +91,11 @@ class ClipDataset(Dataset):
         }
 
 
+def _training_rule(split: str, evaluation: bool | None) -> bool:
+    """Whether clips follow the training rule: `evaluation` decides; None = only the "train" split does."""
+    return split == "train" if evaluation is None else not evaluation
+
+
 class VideoDataModule(L.LightningDataModule):
     """Train/val/test loaders: `source(split=...)` per split, clips per `clips`, frames per `transform`.
 
@@ -136,7 +141,7 @@ class VideoDataModule(L.LightningDataModule):
         """The clip sampler of one split: the evaluation rule (`clips.eval_mode`, `num_clips`) or the
         training rule (`clips.train_mode`); `evaluation=None` takes the training rule for "train" only."""
         c = self.clips
-        train = split == "train" if evaluation is None else not evaluation
+        train = _training_rule(split, evaluation)
         return ClipSampler(
             length=self.video_length,
             stride=int(c.get("stride", 1)),
@@ -149,7 +154,7 @@ class VideoDataModule(L.LightningDataModule):
 
     def clip_transform(self, split: str, evaluation: bool | None = None) -> ClipTransform:
         """The frame transform of one split (augmentations only under the training rule, as `sampler`)."""
-        train = split == "train" if evaluation is None else not evaluation
+        train = _training_rule(split, evaluation)
         t = self.transform
         size = self.image_size if isinstance(self.image_size, int) else tuple(self.image_size)
         return ClipTransform(
@@ -170,7 +175,7 @@ class VideoDataModule(L.LightningDataModule):
         """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        train = split == "train" if evaluation is None else not evaluation
+        train = _training_rule(split, evaluation)
         key = (split, train)
         if key not in self._datasets:
             self._datasets[key] = ClipDataset(

@@ -69,9 +69,8 @@ def check_video_batch(
 
     `pred` and `target` must be tensors of identical shape [B, T, C, H, W], floating point (or, with
     `allow_uint8`, uint8, read as x / 255); with `check_values` the values of floating-point ones are
-    checked too
-    (`check_frame_values`; callers that stream through the frames in slices pass False and check each
-    slice). `frame_index` defaults to 0..T-1 and must not repeat.
+    checked too (`check_frame_values`; callers that stream through the frames in slices pass False and
+    check each slice). `frame_index` defaults to 0..T-1 and must not repeat.
     """
     if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(
@@ -125,8 +124,8 @@ class Metric(ABC):
 
     Call `update` once per batch, then `compute` once at the end; `reset` clears the state. Inputs are
     float tensors [B, T, C, H, W] in [0, 1] (frame metrics also take uint8, read as x / 255) holding only
-    the frames to score; `frame_index` gives their
-    absolute frame indices and `video_index` / `sample_index` name each row (sample = which of the K
+    the frames to score; `frame_index` gives their absolute frame indices and `video_index` /
+    `sample_index` name each row (sample = which of the K
     stochastic predictions of that video). State is kept streaming: per-frame scalars for frame
     metrics, running feature sums for distribution metrics such as FVD, never the videos themselves.
     """
