@@ -46,7 +46,11 @@ def test_matches_fdm_fixture(case: dict) -> None:
 
 
 def test_fixture_covers_required_strategies() -> None:
-    assert {c["strategy"] for c in CASES} >= {"autoreg", "hierarchy-2"}
+    # every non-adaptive scheme of FDM's sampling_schemes.py, each a config of conf/inference
+    fdm = {"autoreg", "long-range", "hierarchy-2", "hierarchy-3", "hierarchy-4", "hierarchy-5"}
+    assert {c["strategy"] for c in CASES} >= fdm
+    conf = Path(__file__).resolve().parents[2] / "videxp" / "conf" / "inference"
+    assert {p.stem for p in conf.glob("*.yaml")} >= fdm
 
 
 def test_long_range_worked_example() -> None:
