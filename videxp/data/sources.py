@@ -14,6 +14,7 @@ import numpy as np
 from videxp.data.hdf5 import HDF5Videos
 from videxp.data.records import SPLITS, VideoRecord
 from videxp.video import VideoError, video_info
+from videxp.video.arrays import ARRAY_SUFFIXES, array_info, read_array_frames
 from videxp.video.decode import decode_frames
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ CATALOGS = {
     "hmdb51": "videxp.data.hmdb51",
     "ucf101": "videxp.data.ucf101",
     "video_folder": "videxp.data.video_folder",
+    "minerl": "videxp.data.fdm_layouts",
+    "mazes_cwvae": "videxp.data.fdm_layouts",
+    "carla_no_traffic": "videxp.data.fdm_layouts",
 }
 PREPARED_FORMAT = "videxp.prepared/1"
 MANIFEST = "manifest.json"
@@ -68,6 +72,11 @@ def _contiguous(read_range, indices: np.ndarray) -> np.ndarray:
     return read_range(lo, hi)[indices - lo]  # [T, H, W, 3]
 
 
+def _is_array(path: str) -> bool:
+    """Whether a record's file is an array video (.npy / .pt), read by index rather than decoded."""
+    return Path(path).suffix.lower() in ARRAY_SUFFIXES
+
+
 def scan_records(dataset: str, root: str | os.PathLike, split: str, **options: Any) -> list[VideoRecord]:
     """The catalog of `dataset` for one split of the extracted official tree under `root`."""
     if dataset not in CATALOGS:
@@ -100,7 +109,7 @@ class RawSource:
     def _meta(self, i: int) -> tuple[int, float | None]:
         if i not in self._info:
             rec = self.records[i]
-            info = video_info(rec.path)
+            info = array_info(rec.path) if _is_array(rec.path) else video_info(rec.path)
             n = info["num_frames"] if rec.frame_range is None else rec.frame_range[1] - rec.frame_range[0]
             self._info[i] = (int(n), info.get("fps"))
         return self._info[i]
@@ -115,7 +124,8 @@ class RawSource:
         """uint8 [T, H, W, 3] frames at `indices` (0-based within the record's frame range)."""
         rec = self.records[i]
         offset = 0 if rec.frame_range is None else rec.frame_range[0]
-        return _contiguous(lambda lo, hi: decode_frames(rec.path, offset + lo, offset + hi), indices)
+        read = read_array_frames if _is_array(rec.path) else decode_frames
+        return _contiguous(lambda lo, hi: read(rec.path, offset + lo, offset + hi), indices)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "raw", "dataset": self.name, "root": self.root, "num_videos": len(self)}
@@ -287,4 +297,7 @@ def build_source(
         return PreparedSource(
             root, split, name=name, split_dirs=split_dirs, fps=fps, verify_checksums=verify_checksums
         )
-    return RawSource(scan_records(name, root, split, **(options or {})), name=name, root=root)
+    options = dict(options or {})
+    if CATALOGS.get(name) == "videxp.data.fdm_layouts":
+        options.setdefault("layout", name)  # the one catalog reads FDM's three layouts
+    return RawSource(scan_records(name, root, split, **options), name=name, root=root)

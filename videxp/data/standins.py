@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 from videxp.data import kth, ucf101
 from videxp.utils.io import atomic_path
@@ -291,4 +292,33 @@ def write_ucf101(
         _write_text(lists / f"testlist0{fold}.txt", [rel for _, g, rel in files if g in test_groups], "\r\n")
         train = [f"{rel} {label[cls]}" for cls, g, rel in files if g not in test_groups]
         _write_text(lists / f"trainlist0{fold}.txt", train, "\r\n")
+    return root
+
+
+def write_fdm(
+    root: str | os.PathLike,
+    layout: str,
+    counts: tuple[int, int] = (3, 2),
+    frames: int = 24,
+    size: int = 16,
+) -> Path:
+    """An FDM dataset in its released layout: `minerl` / `mazes_cwvae` as `<root>/{train,test}/<i>.npy`,
+    `carla_no_traffic` as `<root>/video_<k>.pt` (a torch uint8 tensor [T, H, W, 3]) listed by
+    `video_train.csv` / `video_test.csv` (header `,path`, rows `i,<path>`; the last videos are the test ones).
+    `counts` = (train, test) videos of `frames` frames at `size`² (moving shapes)."""
+    root = Path(root)
+    videos = [moving_shapes(frames, size, size, _seed(f"{layout}/{k}")) for k in range(sum(counts))]
+    if layout == "carla_no_traffic":
+        root.mkdir(parents=True, exist_ok=True)
+        for k, video in enumerate(videos):
+            torch.save(torch.from_numpy(video), root / f"video_{k}.pt")
+        train, test = range(counts[0]), range(counts[0], sum(counts))
+        for name, ids in (("video_train.csv", train), ("video_test.csv", test)):
+            rows = [",path"] + [f"{i},datasets/carla/no-traffic/video_{k}.pt" for i, k in enumerate(ids)]
+            _write_text(root / name, rows)
+        return root
+    for split, ids in (("train", range(counts[0])), ("test", range(counts[0], sum(counts)))):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i, k in enumerate(ids):
+            np.save(root / split / f"{i}.npy", videos[k])
     return root

@@ -72,7 +72,9 @@ def build_metrics(cfg: DictConfig, metrics: Mapping[str, Metric] | None = None) 
         for metric in built.values():
             metric.reset()  # the same objects may score several runs (benchmark methods)
     else:
-        built = {n: instantiate(node) for n, node in (cfg.metric or {}).items()}
+        # a node without _target_ holds an experiment's settings for a metric the command line left out
+        # (experiment=kth_srvp metric=[psnr] keeps ssim: {reduction: best}): not a metric to build
+        built = {n: instantiate(node) for n, node in (cfg.metric or {}).items() if "_target_" in node}
     if not built:
         raise ValueError("no metric selected; e.g. metric=[psnr,ssim]")
     for metric in built.values():
