@@ -247,3 +247,20 @@ def test_selected_fvd_without_weights_offline_fails_before_reading_videos(tmp_pa
     with pytest.raises(WeightsMissingError, match="i3d_torchscript.pt"):  # the styleganv preset's own
         evaluate.run(cfg)
     assert not read, "no video was read before the missing weights were reported"
+
+
+def test_fvd_joins_only_when_its_protocols_own_detector_is_cached(tmp_path, monkeypatch):
+    """The default FVD protocol (styleganv) reads i3d_torchscript: another cached I3D does not add fvd."""
+    from videxp.weights.registry import WEIGHTS
+
+    monkeypatch.setenv("VIDEXP_CACHE", str(tmp_path / "cache"))
+    real, fake = make_folders(tmp_path)
+    other = WEIGHTS["i3d_pretrained_400"].path
+    other.parent.mkdir(parents=True, exist_ok=True)
+    other.write_bytes(b"not checked here")
+    cfg = cfg_for(tmp_path, real, fake, "evaluate.auto_metrics=[fvd]")
+    assert selection.add_cached_metrics(cfg) == []
+    own = WEIGHTS["i3d_torchscript"].path
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_bytes(b"not checked here")
+    assert selection.add_cached_metrics(cfg) == ["fvd"]

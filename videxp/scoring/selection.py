@@ -18,8 +18,15 @@ from videxp.weights.registry import WEIGHTS
 log = logging.getLogger(__name__)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-# metrics that join the default selection when their weights are already in the cache
-AUTO_METRIC_WEIGHTS = {"fvd": "i3d_pretrained_400", "lpips": "alexnet"}
+
+
+def _auto_weight(name: str) -> str:
+    """The registered weight an auto-added metric needs: LPIPS's AlexNet, or the default FVD protocol's
+    own detector (conf/metric/fvd.yaml)."""
+    if name == "lpips":
+        return "alexnet"
+    node = OmegaConf.load(CONF_DIR / "metric" / "fvd.yaml")
+    return str(node.detector or node.protocols[node.protocol].detector)
 
 
 def evaluate_settings(cfg: DictConfig, **overrides: Any) -> DictConfig:
@@ -52,7 +59,7 @@ def add_cached_metrics(cfg: DictConfig) -> list[str]:
     """
     added = []
     for name in cfg.evaluate.get("auto_metrics") or []:
-        if name in cfg.metric or not WEIGHTS[AUTO_METRIC_WEIGHTS[name]].path.is_file():
+        if name in cfg.metric or not WEIGHTS[_auto_weight(name)].path.is_file():
             continue
         node = OmegaConf.load(CONF_DIR / "metric" / f"{name}.yaml")
         with open_dict(cfg):
