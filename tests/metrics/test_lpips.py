@@ -95,3 +95,11 @@ def test_offline_without_backbone_is_clear(tmp_path, monkeypatch):
     assert "alexnet-owt-7be5be79.pth" in msg
     assert "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth" in msg
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in msg
+
+
+def test_embedding_distances_are_the_lpips_distances(alex_state):
+    """LPIPS.embed (FDM's LpipsEmbedder, for the adaptive schemes): squared distances = LPIPS scores."""
+    metric = LPIPS()
+    a, b = _frames(3, True, 6), _frames(3, False, 7)
+    ea, eb = metric.embed(a * 2 - 1), metric.embed(b * 2 - 1)  # [3, D]
+    torch.testing.assert_close(((ea - eb) ** 2).sum(dim=1), metric.score_frames(a, b), atol=1e-5, rtol=1e-4)

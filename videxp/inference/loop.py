@@ -14,10 +14,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from videxp.errors import RunFolderError
+from videxp.inference.adaptive import Embed
 from videxp.inference.generator import Generator
 from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.shards import Plan, batch_blocks, plan_shard
-from videxp.inference.strategies import Step, schedule_for
+from videxp.inference.strategies import SETTINGS, STRATEGIES, Step, build_strategy, schedule_for
 from videxp.utils.io import remove_stale_temps, write_json, write_npy
 from videxp.utils.locks import unlock, wait_lock
 from videxp.utils.provenance import provenance
@@ -101,14 +102,20 @@ def complete_videos(
     sample_index: int,
     cond: dict[str, Any] | None = None,
     steps: Sequence[Step] | None = None,
+    embed: Embed | None = None,
 ) -> torch.Tensor:  # [B, T, C, H, W]: the observed prefix copied, every other frame generated
     """Run one inference strategy to completion for a batch of videos: its `steps` (from `plan_sampling`),
-    or the schedule of the resolved settings `params`."""
+    or the schedule of the resolved settings `params`. FDM's adaptive schemes choose each video's context
+    frames as they go, with `embed` (frames [N, C, H, W] in [-1, 1] -> [N, D], e.g. `LPIPS.embed`)."""
     T, n_obs = int(params["video_length"]), int(params["obs_length"])
     if videos.shape[1] < T:
         raise ValueError(f"videos have {videos.shape[1]} frames; inference.video_length is {T}")
     out = torch.zeros_like(videos[:, :T])
     out[:, :n_obs] = videos[:, :n_obs]
+    if getattr(STRATEGIES[params["name"]], "adaptive", False):
+        return _complete_adaptive(
+            generator, out, params, seed, video_indices, sample_index, cond or {}, embed
+        )
     if steps is None:
         steps = schedule_for(params)
     for step, (obs_idx, tgt_idx) in enumerate(steps):
@@ -122,6 +129,49 @@ def complete_videos(
                 f"generator produced NaN/inf for videos {list(video_indices)}, step {step}: {target}"
             )
         out[:, target] = frames.to(out)
+    return out
+
+
+def _complete_adaptive(
+    generator: Generator,
+    out: torch.Tensor,  # [B, T, C, H, W]: the observed prefix filled in
+    params: dict[str, Any],
+    seed: int,
+    video_indices: Sequence[int],
+    sample_index: int,
+    cond: dict[str, Any],
+    embed: Embed | None,
+) -> torch.Tensor:
+    """An adaptive scheme: per step, each video's observed frames from its own frame embeddings; videos that
+    chose the same frames share a generator call (per-video seeds, so grouping changes nothing)."""
+    name = params["name"]
+    if embed is None:
+        raise ValueError(f"inference={name} chooses context frames by LPIPS distance and needs an embedder")
+    strategy = build_strategy(name, **{k: int(params[k]) for k in SETTINGS})
+    embedded: list[dict[int, torch.Tensor]] = [{} for _ in range(out.shape[0])]  # per video: frame -> [D]
+
+    def embed_row(b: int, frames: list[int]) -> torch.Tensor:  # [n, D] of video b's (final) frames
+        new = [f for f in dict.fromkeys(frames) if f not in embedded[b]]
+        if new:
+            for f, e in zip(new, embed(out[b, new]), strict=True):
+                embedded[b][f] = e
+        return torch.stack([embedded[b][f] for f in frames])
+
+    for step, (always, target) in enumerate(strategy):
+        rows = [
+            strategy.choose(lambda f, b=b: embed_row(b, f)) if always else [] for b in range(out.shape[0])
+        ]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for b, observed in enumerate(rows):
+            groups.setdefault(tuple(observed), []).append(b)
+        for observed, bs in groups.items():
+            seeds = [derive_seed(seed, video_indices[b], sample_index, step) for b in bs]
+            part = {k: [v[b] for b in bs] for k, v in cond.items()}
+            frames = generator.generate(out[bs][:, list(observed)], list(observed), list(target), part, seeds)
+            if not torch.isfinite(frames).all():
+                raise ValueError(f"generator produced NaN/inf for videos {[video_indices[b] for b in bs]}")
+            for row, b in enumerate(bs):
+                out[b, target] = frames[row].to(out)  # [S, C, H, W]
     return out
 
 
@@ -265,6 +315,7 @@ def run_sampling(
     num_shards: int = 1,
     shard: int = 0,
     schedule_png: bool = False,
+    embed: Embed | None = None,
 ) -> dict[str, Any]:
     """Generate `num_samples` completions of videos [start_index, stop_index) of `dataset`.
 
@@ -315,7 +366,7 @@ def run_sampling(
         if all(_complete(p, shape) for p in paths):
             skipped += len(paths)
         else:
-            out = complete_videos(generator, videos, params, seed, list(unit.videos), k, cond, steps)
+            out = complete_videos(generator, videos, params, seed, list(unit.videos), k, cond, steps, embed)
             for v, path, video in zip(unit.videos, paths, to_uint8(out.cpu()), strict=True):  # [T, H, W, C]
                 write_npy(path, video)
                 if video_format != "none":

@@ -294,14 +294,20 @@ class Hierarchy(Strategy):
                     "FDM's retry with fewer targets reached 2; increase max_frames"
                 )
             return self._indices(step_size - 1)
-        observed += [i for i in range(hi + 1, T) if i in done][: room // 2]
-        n_before = n_cond - len(observed)
-        if self.level == 1:  # spread over the given frames (repeats them when few are given)
-            observed += [int(x) for x in np.linspace(0, max(self.given) + 0.999, n_before).astype(np.int32)]
-        else:  # nearest done frames before the span, nearest first
-            observed += [i for i in range(lo - 1, -1, -1) if i in done][:n_before]
+        observed = self._context(observed, lo, hi, n_cond)
         self.last = hi
         return observed, target
+
+    def _context(self, observed: list[int], lo: int, hi: int, n_cond: int) -> list[int]:
+        """The observed frames of a step whose targets span [lo, hi], given the done frames inside it."""
+        T, done = self.video_length, self.done
+        observed = observed + [i for i in range(hi + 1, T) if i in done][: (n_cond - len(observed)) // 2]
+        n_before = n_cond - len(observed)
+        if self.level == 1:  # spread over the given frames (repeats them when few are given)
+            return observed + [
+                int(x) for x in np.linspace(0, max(self.given) + 0.999, n_before).astype(np.int32)
+            ]
+        return observed + [i for i in range(lo - 1, -1, -1) if i in done][:n_before]  # nearest first
 
 
 @register("hierarchy-2")

@@ -126,6 +126,25 @@ class LPIPS(FrameMetric):
         }
 
     @torch.no_grad()
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """Vectors [N, D] of frames [N, C, H, W] in [-1, 1] whose squared distances are the LPIPS distances
+        (FDM's `LpipsEmbedder`, for its adaptive sampling schemes): per layer the unit-normalised features
+        times the square root of the linear head's weights, flattened and divided by sqrt(H·W)."""
+        import lpips as lpips_pkg  # deferred: importing lpips pulls in torchvision
+
+        if frames.shape[1] == 1:
+            frames = frames.expand(-1, 3, -1, -1)
+        model = self.model
+        if next(model.parameters()).device != frames.device:
+            model.to(frames.device)
+        feats = model.net.forward(model.scaling_layer(frames.to(torch.float32)))
+        parts = []
+        for layer, lin in zip(feats, model.lins, strict=True):
+            f = lpips_pkg.normalize_tensor(layer) * lin.model[-1].weight.sqrt()  # [N, C, h, w]
+            parts.append(f.flatten(1) / (f.shape[-2] * f.shape[-1]) ** 0.5)
+        return torch.cat(parts, dim=1)  # [N, D]
+
+    @torch.no_grad()
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """LPIPS distance [N] of pred vs target [N, C, H, W], in [0, 1] or both uint8 (C = 3 or 1)."""
         if pred.shape[1] == 1:

@@ -12,9 +12,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from videxp.inference import STRATEGIES
 from videxp.inference.loop import manifest_header, run_sampling
 from videxp.inference.shards import rank_from_env, resolve_shard
 from videxp.metrics.base import Metric
+from videxp.metrics.lpips import LPIPS
 from videxp.models.loading import RANDOM, build_generator, device_from
 from videxp.scoring.finalise import finalise, save_partial
 from videxp.scoring.folders import score_folders
@@ -68,6 +70,7 @@ class Standard(Workflow):
             num_shards=num_shards,
             shard=shard,
             schedule_png=s.schedule_png,
+            embed=adaptive_embedder(inference),
         )
         print(
             f"samples: {summary['samples_dir']} ({summary['written']} new, {summary['skipped']} done before)"
@@ -96,6 +99,13 @@ class Standard(Workflow):
         if eval_dir is not None:
             return score_samples(eval_dir, built, settings, settings.out_dir, device)
         return score_folders(real_dir, fake_dir, built, settings, settings.out_dir, device)
+
+
+def adaptive_embedder(inference: Mapping[str, Any]):
+    """LPIPS-AlexNet's frame embedding for FDM's adaptive schemes (`inference=adaptive-*`), else None."""
+    if not getattr(STRATEGIES.get(str(inference["name"])), "adaptive", False):
+        return None
+    return LPIPS(net="alex").embed  # FDM's LpipsEmbedder(net="alex"); weights via videxp.weights
 
 
 def finalise_shard(cfg: DictConfig, summary: dict, dataset, device) -> dict:
