@@ -140,3 +140,20 @@ def test_comparison_and_benchmark_tables_flatten_one_row_per_run():
     bench = {"methods": {"wan2.1_i2v": {"fvd": 40.7, "num_videos": 70, "metrics": {"fvd": 40.7}}}}
     assert flat_rows(bench) == (["run", "fvd", "num_videos"], [["wan2.1_i2v", 40.7, 70]])
     assert flat_rows({"value": 1}) is None
+
+
+def test_a_sweep_job_is_named_by_its_overrides(tmp_path, monkeypatch):
+    """logger=wandb in a Hydra multirun: group = the sweep (run_name), name = the job's overrides."""
+    from types import SimpleNamespace
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    job = OmegaConf.create({"num": 3, "override_dirname": "model.sampling.steps=10"})
+    fake = SimpleNamespace(mode=RunMode.MULTIRUN, job=job)
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: fake))
+    cfg = compose_cfg("sample", ["logger=wandb", "run_name=sweep1"], tmp_path)
+    node = wandb_run.prepare(cfg.logger.wandb, cfg)
+    assert node.name == "model.sampling.steps=10" and node.group == "sweep1"
