@@ -85,9 +85,13 @@ class AdaptiveHierarchy(Adaptive, Hierarchy):
 
 @register("adaptive-hierarchy-2")
 class AdaptiveHierarchy2(AdaptiveHierarchy):
+    """Two levels, adaptive context."""
+
     levels = 2
 
 
 @register("adaptive-hierarchy-3")
 class AdaptiveHierarchy3(AdaptiveHierarchy):
+    """Three levels, adaptive context."""
+
     levels = 3
