@@ -18,8 +18,11 @@ def _load(path: Path, mmap: bool) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        else:  # weights_only: a tensor and nothing else is unpickled
-            tensor = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # weights_only: a tensor and nothing else is unpickled; mmap reads only the frames asked for
+            try:
+                tensor = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError:  # a legacy (pre-zip) torch file cannot be memory-mapped
+                tensor = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(tensor, torch.Tensor):
                 raise VideoError(
                     f"{path}: holds a {type(tensor).__name__}, expected one uint8 tensor [T, H, W, C]"
@@ -39,7 +42,7 @@ def _load(path: Path, mmap: bool) -> np.ndarray:
 
 
 def array_info(path: str | os.PathLike) -> dict:
-    """{num_frames, height, width} of an array video (a .pt file is loaded whole to learn its shape)."""
+    """{num_frames, height, width} of an array video (memory-mapped: no frames are read)."""
     t, h, w, _ = _load(Path(path), mmap=True).shape
     return {"num_frames": int(t), "height": int(h), "width": int(w)}
 
