@@ -1,6 +1,5 @@
 """Inference strategies (FDM sampling schemes): which frames to observe and generate at each step."""
 
-from videxp.inference import adaptive  # noqa: F401 - registers FDM's adaptive schemes
 from videxp.inference.schedule_plot import plot_schedule
 from videxp.inference.strategies import (
     SETTINGS,

@@ -5,7 +5,8 @@ hierarchical schemes but chooses the observed frames per video: a few frames are
 one; for the hierarchy the done frames inside the target span, the two nearest before it and the nearest
 after), and the rest of the K - S context is filled greedily with the done frame whose smallest embedding
 distance to the frames chosen so far is largest. The embedding is LPIPS's (`videxp.metrics.lpips.LPIPS.embed`:
-squared distances are LPIPS distances); the sampling loop hands it in.
+squared distances are LPIPS distances); the sampling loop hands it in. The schemes are registered in
+`strategies` with the others (`adaptive-autoreg`, `adaptive-hierarchy-2|3`); this module, their shared part.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-
-from videxp.inference.strategies import Autoregressive, Hierarchy, Step, register
 
 Embed = Callable[[torch.Tensor], torch.Tensor]  # frames [N, C, H, W] in [-1, 1] -> [N, D]
 
@@ -47,51 +46,3 @@ class Adaptive:
         """One video's observed frames of the last step, given a function embedding its frames by index."""
         embs = embed_row(self.candidates)  # [n, D]
         return [self.candidates[i] for i in farthest_first(embs, self.count, self.always)]
-
-
-@register("adaptive-autoreg")
-class AdaptiveAutoregressive(Adaptive, Autoregressive):
-    """FDM's `adaptive-autoreg`: the next S frames; context = the latest frame, then farthest-first."""
-
-    def next_indices(self) -> Step:
-        _, target = super().next_indices()
-        self.candidates, self.always = sorted(self.done, reverse=True), [0]
-        self.count = self.max_frames - self.step_size
-        return self.candidates[:1], target
-
-
-class AdaptiveHierarchy(Adaptive, Hierarchy):
-    """FDM's `adaptive-hierarchy-N`: the hierarchy's targets; context = done frames inside the span, the two
-    nearest before it and the nearest after, then farthest-first over every done frame."""
-
-    def check_settings(self) -> None:
-        super().check_settings()
-        if self.obs_length < 2:  # frames 0 and 1 are then done before any target
-            raise ValueError(
-                f"{self._label}: obs_length={self.obs_length} must be >= 2: every step observes the two done "
-                "frames nearest before its targets (FDM's code loops forever without them)"
-            )
-
-    def _context(self, observed: list[int], lo: int, hi: int, n_cond: int) -> list[int]:
-        done = self.done
-        observed = observed + [j for j in range(lo - 1, -1, -1) if j in done][:2]  # the two nearest before
-        after = next((j for j in range(hi, self.video_length) if j in done), None)  # the nearest after
-        observed = (observed if after is None else [*observed, after])[:n_cond]  # FDM uses the first K-S
-        self.candidates = list(done)  # FDM's list(set): CPython's set order, which `done` shares with FDM's
-        self.always = [self.candidates.index(j) for j in observed]
-        self.count = n_cond
-        return observed
-
-
-@register("adaptive-hierarchy-2")
-class AdaptiveHierarchy2(AdaptiveHierarchy):
-    """Two levels, adaptive context."""
-
-    levels = 2
-
-
-@register("adaptive-hierarchy-3")
-class AdaptiveHierarchy3(AdaptiveHierarchy):
-    """Three levels, adaptive context."""
-
-    levels = 3

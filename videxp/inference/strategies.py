@@ -9,6 +9,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from videxp.errors import ConfigError
+from videxp.inference.adaptive import Adaptive
 
 Step = tuple[list[int], list[int]]
 """One sampling step: (observed frame indices, target frame indices), absolute and 0-based."""
@@ -336,6 +337,57 @@ class Hierarchy5(Hierarchy):
     """Five levels."""
 
     levels = 5
+
+
+# --- FDM's adaptive schemes: the targets above, each video's context chosen by `adaptive.Adaptive` ---
+
+
+@register("adaptive-autoreg")
+class AdaptiveAutoregressive(Adaptive, Autoregressive):
+    """FDM's `adaptive-autoreg`: the next S frames; context = the latest frame, then farthest-first."""
+
+    def next_indices(self) -> Step:
+        _, target = super().next_indices()
+        self.candidates, self.always = sorted(self.done, reverse=True), [0]
+        self.count = self.max_frames - self.step_size
+        return self.candidates[:1], target
+
+
+class AdaptiveHierarchy(Adaptive, Hierarchy):
+    """FDM's `adaptive-hierarchy-N`: the hierarchy's targets; context = done frames inside the span, the two
+    nearest before it and the nearest after, then farthest-first over every done frame."""
+
+    def check_settings(self) -> None:
+        super().check_settings()
+        if self.obs_length < 2:  # frames 0 and 1 are then done before any target
+            raise ValueError(
+                f"{self._label}: obs_length={self.obs_length} must be >= 2: every step observes the two done "
+                "frames nearest before its targets (FDM's code loops forever without them)"
+            )
+
+    def _context(self, observed: list[int], lo: int, hi: int, n_cond: int) -> list[int]:
+        done = self.done
+        observed = observed + [j for j in range(lo - 1, -1, -1) if j in done][:2]  # the two nearest before
+        after = next((j for j in range(hi, self.video_length) if j in done), None)  # the nearest after
+        observed = (observed if after is None else [*observed, after])[:n_cond]  # FDM uses the first K-S
+        self.candidates = list(done)  # FDM's list(set): CPython's set order, which `done` shares with FDM's
+        self.always = [self.candidates.index(j) for j in observed]
+        self.count = n_cond
+        return observed
+
+
+@register("adaptive-hierarchy-2")
+class AdaptiveHierarchy2(AdaptiveHierarchy):
+    """Two levels, adaptive context."""
+
+    levels = 2
+
+
+@register("adaptive-hierarchy-3")
+class AdaptiveHierarchy3(AdaptiveHierarchy):
+    """Three levels, adaptive context."""
+
+    levels = 3
 
 
 def _strategy_class(name: str) -> type[Strategy]:
