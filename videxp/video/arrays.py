@@ -9,18 +9,19 @@ import numpy as np
 import torch
 
 from videxp.errors import VideoError
+from videxp.video.io import check_video
 
 ARRAY_SUFFIXES = (".npy", ".pt")
 
 
-def _load(path: Path, mmap: bool) -> np.ndarray:
-    """The uint8 [T, H, W, C] array of `path` (C = 1 or 3; a [T, H, W] array gets C = 1)."""
+def _open(path: Path) -> np.ndarray:
+    """The array of `path`, memory-mapped (nothing read yet); a [T, H, W] array gets a channel axis."""
     try:
         if path.suffix == ".npy":
-            array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        else:  # weights_only: a tensor and nothing else is unpickled; mmap reads only the frames asked for
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        else:  # weights_only: a tensor and nothing else is unpickled
             try:
-                tensor = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+                tensor = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError:  # a legacy (pre-zip) torch file cannot be memory-mapped
                 tensor = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(tensor, torch.Tensor):
@@ -34,23 +35,20 @@ def _load(path: Path, mmap: bool) -> np.ndarray:
         raise VideoError(f"{path}: cannot read the array: {e}") from e
     if not isinstance(array, np.ndarray):
         raise VideoError(f"{path}: an .npz archive, not one array (save it with np.save)")
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] not in (1, 3) or array.shape[0] < 1:
-        raise VideoError(f"{path}: expected uint8 [T, H, W, 1|3], got {array.dtype} {tuple(array.shape)}")
-    return array
+    return array[..., None] if array.ndim == 3 else array
 
 
 def array_info(path: str | os.PathLike) -> dict:
-    """{num_frames, height, width} of an array video (memory-mapped: no frames are read)."""
-    t, h, w, _ = _load(Path(path), mmap=True).shape
-    return {"num_frames": int(t), "height": int(h), "width": int(w)}
+    """{num_frames, height, width} of an array video (checked on its first frame; no other frame is read)."""
+    array = _open(Path(path))
+    check_video(np.asarray(array[:1]), str(path))
+    t, h, w = (int(n) for n in array.shape[:3])
+    return {"num_frames": t, "height": h, "width": w}
 
 
 def read_array_frames(path: str | os.PathLike, start: int, stop: int) -> np.ndarray:
-    """uint8 RGB frames [stop - start, H, W, 3] of an array video (grayscale repeated to 3 channels)."""
-    array = _load(Path(path), mmap=True)
+    """uint8 RGB frames [stop - start, H, W, 3] of an array video (`check_video`'s rules and errors)."""
+    array = _open(Path(path))
     if not 0 <= start < stop <= array.shape[0]:
         raise VideoError(f"{path}: requested frames [{start}, {stop}) of a video of {array.shape[0]} frames")
-    frames = np.ascontiguousarray(array[start:stop])  # [T, H, W, C]
-    return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
+    return check_video(np.ascontiguousarray(array[start:stop]), str(path))
