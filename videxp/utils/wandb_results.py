@@ -46,26 +46,24 @@ def read_rows(path: Path) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def per_video(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Mean over frames per (video, sample) of every metric column of a per_frame.csv."""
-    sums: dict[tuple, list[list[float]]] = defaultdict(lambda: [[] for _ in header[3:]])
+def _means(header: list[str], rows: list[list[Any]], key: slice) -> list[list[Any]]:
+    """Rows of (key columns, mean of each metric column) grouped by `key` of a per_frame.csv row, sorted."""
+    groups: dict[tuple, list[list[float]]] = defaultdict(lambda: [[] for _ in header[3:]])
     for row in rows:
         for i, v in enumerate(row[3:]):
             if v is not None:
-                sums[(int(row[0]), int(row[1]))][i].append(v)
-    table = [[*key, *(sum(c) / len(c) if c else None for c in cols)] for key, cols in sorted(sums.items())]
-    return ["video", "sample", *header[3:]], table
+                groups[tuple(int(k) for k in row[key])][i].append(v)
+    return [[*k, *(sum(c) / len(c) if c else None for c in cols)] for k, cols in sorted(groups.items())]
+
+
+def per_video(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Mean over frames per (video, sample) of every metric column of a per_frame.csv."""
+    return ["video", "sample", *header[3:]], _means(header, rows, slice(0, 2))
 
 
 def per_frame_mean(header: list[str], rows: list[list[Any]]) -> tuple[list[str], list[list[Any]]]:
     """Mean over (video, sample) per frame of every metric column: the per-frame curves."""
-    cols: dict[int, list[list[float]]] = defaultdict(lambda: [[] for _ in header[3:]])
-    for row in rows:
-        for i, v in enumerate(row[3:]):
-            if v is not None:
-                cols[int(row[2])][i].append(v)
-    table = [[frame, *(sum(c) / len(c) if c else None for c in cs)] for frame, cs in sorted(cols.items())]
-    return ["frame", *header[3:]], table
+    return ["frame", *header[3:]], _means(header, rows, slice(2, 3))
 
 
 def flat_rows(doc: dict[str, Any]) -> tuple[list[str], list[list[Any]]] | None:
