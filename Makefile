@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-interpolant test test-full lint format bench bench-gpu bench-gpu-wheels clean wandb-sync
+.PHONY: help install demo demo-interpolant test test-full test-slurm lint format bench bench-gpu bench-gpu-wheels clean wandb-sync
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -39,11 +39,14 @@ demo-interpolant: $(STAMP)  ## The interpolant family on the demo's shapes: VQ a
 	$(BIN)/python -m videxp.evaluate experiment=demo_interpolant run_name=$(INTERP_RUN) \
 		eval_dir=outputs/sample/$(INTERP_RUN)/samples $(DEMO_ARGS)
 
-test: $(STAMP)  ## Run the test suite (everything but `slow` and `gpu` tests)
+test: $(STAMP)  ## Run the test suite (everything but `slow`, `gpu` and `slurm` tests)
 	$(BIN)/python -m pytest -q
 
 test-full: $(STAMP)  ## Run every CPU test, `slow` ones included
-	$(BIN)/python -m pytest -q -m 'not gpu'
+	$(BIN)/python -m pytest -q -m 'not gpu and not slurm'
+
+test-slurm: $(STAMP)  ## Start a one-node SLURM (tests/slurm/cluster.sh, root) and run the `slurm` tests on it
+	$(BIN)/python -m pytest -q -m slurm --durations=0 -s tests/slurm
 
 lint: $(STAMP)  ## ruff lint + format check
 	$(BIN)/ruff check videxp tests bench
