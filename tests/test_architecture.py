@@ -12,14 +12,14 @@ PACKAGE = ROOT / "videxp"
 # bottom to top; a module may import its own room and rooms on lower layers only (docs/architecture.md)
 LAYERS = [
     {"errors"},
-    {"utils", "launcher", "help"},
-    {"video", "weights"},
+    {"utils", "help"},
+    {"video", "weights", "launcher"},
     {"data", "metrics", "inference"},
     {"scoring"},
     {"callbacks"},
     {"models"},
     {"workflows"},
-    {"train", "sample", "evaluate", "prepare", "compare", "demo"},
+    {"train", "sample", "evaluate", "prepare", "compare", "demo", "status"},
 ]
 HEAVY = {
     "diffusers",

@@ -12,10 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import submitit
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
+from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from videxp.errors import VidexpError
 from videxp.utils.cli import fail
@@ -99,9 +102,6 @@ class SweepMixin(PinningMixin):
 
     def submit(self, overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[Any]:
         """Submit one job per override list through submitit (one array on SLURM), as the plugin does."""
-        import submitit  # deferred, like the plugin: plugin discovery stays fast
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-
         params = dict(self.params)
         init = {"folder": params.pop("submitit_folder")}
         if "max_num_timeout" in params:
@@ -181,8 +181,6 @@ def error_line(stderr: str | Path) -> str:
 
 def collect(jobs: Sequence[Any], record: dict[str, Any]) -> list[JobReturn]:
     """Wait for every job; SweepError naming each failed job (number, overrides, error, log) if any failed."""
-    from submitit.core.utils import FailedJobError, UncompletedJobError
-
     returns, failed = [], []
     entries = record["jobs"][-len(jobs) :]
     for job, entry in zip(jobs, entries):

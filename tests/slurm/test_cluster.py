@@ -185,30 +185,33 @@ def test_sharded_sampling_array_equals_the_local_run(slurm_cluster, tmp_path):
 
 
 def test_preempted_sampling_shard_keeps_its_finished_samples(slurm_cluster, tmp_path):
-    proc = submit(
-        slurm_cluster,
-        tmp_path,
-        "sample",
-        *SAMPLE,
-        "sample.stop_index=8",
-        "run_name=preempt",
-        "model.sampling.timestep_respacing='100'",
-        f"sample.out_dir={tmp_path / 'run'}",
-        f"metric.fvd.cache_dir={tmp_path / 'fvd'}",
-        wait=False,
-    )
-    first = tmp_path / "run/samples/sample_0000-0.npy"
-    wait_for(first, proc)
-    written = first.stat().st_mtime_ns
-    (job,) = job_ids(tmp_path / "multirun/sample/preempt")
-    subprocess.run(["scontrol", "requeue", job], env=slurm_cluster, check=True)
-    out, err = proc.communicate(timeout=600)
+    sweep = tmp_path / "multirun/sample/preempt"
+    with start_requeued_at_once(sweep):  # 4 test videos, one per generator call, a few seconds each
+        proc = submit(
+            slurm_cluster,
+            tmp_path,
+            "sample",
+            *SAMPLE,
+            "run_name=preempt",
+            "model.sampling.timestep_respacing='400'",
+            f"sample.out_dir={tmp_path / 'run'}",
+            f"metric.fvd.cache_dir={tmp_path / 'fvd'}",
+            wait=False,
+        )
+        first = tmp_path / "run/samples/sample_0000-0.npy"
+        wait_for(first, proc)
+        written = first.stat().st_mtime_ns
+        (job,) = job_ids(sweep)
+        subprocess.run(["scontrol", "requeue", job], env=slurm_cluster, check=True)
+        out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
-    assert len(list((tmp_path / "run/samples").glob("sample_*.npy"))) == 8
+    assert sorted(p.name for p in (tmp_path / "run/samples").glob("sample_*.npy")) == [
+        f"sample_{v:04d}-0.npy" for v in range(4)
+    ]
     assert first.stat().st_mtime_ns == written  # not sampled again
-    log = next((tmp_path / "multirun/sample/preempt/.submitit").glob("*/*_log.out")).read_text()
+    log = next((sweep / ".submitit").glob("*/*_log.out")).read_text()
     done_before = int(log.rsplit(" done before)", 1)[0].rsplit(", ", 1)[1])
-    assert 1 <= done_before < 8, log[-2000:]
+    assert 1 <= done_before < 4, log[-2000:]  # the requeued attempt kept what the first one finished
 
 
 def test_ddp_job_of_two_tasks_matches_a_local_two_process_run(slurm_cluster, tmp_path):
