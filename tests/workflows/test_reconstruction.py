@@ -1,4 +1,4 @@
-"""experiment=ucf101_larp_rfvd: tiny LARP tokenizer reconstruction of UCF101 stand-in clips via videxp-evaluate."""
+"""experiment=ucf101_larp_rfvd: tiny LARP tokenizer reconstructions of UCF101 stand-ins."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from videxp.workflows.reconstruction.loop import clip_batch
 from videxp.workflows.reconstruction.tokenizer import build_tokenizer, tokenizer_settings
 
 
-def overrides(raw, out, *extra: str, weights=None) -> list[str]:
+def overrides(raw, out, *extra: str, weights=None, size: int = 16) -> list[str]:
     return [
         "experiment=ucf101_larp_rfvd",
         # the LARP keys the workflow reads (conf/model/larp.yaml will hold them), on the default model node
@@ -28,7 +28,7 @@ def overrides(raw, out, *extra: str, weights=None) -> list[str]:
         "+model.tokenizer.deterministic=true",
         f"dataset.source.root={raw}",
         "dataset.video_length=4",
-        "dataset.image_size=16",
+        f"dataset.image_size={size}",
         "metric=[fvd,psnr]",
         "metric.fvd.detector={_target_:stand_in_detector.Counting}",
         "metric.fvd.num_frames=4",
@@ -50,18 +50,23 @@ def weights(tmp_path_factory):
     """A tiny tokenizer folder (config.json + model.safetensors) whose output layer is not LARP's zero init,
     so reconstructions differ per clip."""
     torch.manual_seed(0)
-    tokenizer = LARPTokenizer(**larp_tokenizer_config("tiny", build_prior=False))
+    tokenizer = LARPTokenizer(
+        **larp_tokenizer_config("tiny", input_size=32, build_prior=False)
+    )  # LPIPS: >= 31 px
     with torch.no_grad():
         tokenizer.final_layer.linear.weight.normal_(0, 0.05)
         tokenizer.final_layer.linear.bias.fill_(0.5)
     return tokenizer.save_pretrained(tmp_path_factory.mktemp("tok") / "tiny")
 
 
-def test_rfvd_end_to_end_matches_direct_reconstruction(raw, weights, tmp_path):
-    cfg = compose_cfg("evaluate", overrides(raw, tmp_path, weights=weights), tmp_path)
+FULL = ["metric=[fvd,psnr,ssim,lpips]", "metric.lpips.net=alex"]  # the stand-in AlexNet of `alex_state`
+
+
+def test_rfvd_end_to_end_matches_direct_reconstruction(raw, weights, tmp_path, alex_state):
+    cfg = compose_cfg("evaluate", overrides(raw, tmp_path, *FULL, weights=weights, size=32), tmp_path)
     results = evaluate.run(cfg)
     doc = json.loads((tmp_path / "metrics.json").read_text())
-    assert {"fvd", "psnr", "reconstruction"} <= set(doc)
+    assert {"fvd", "psnr", "ssim", "lpips", "reconstruction"} <= set(doc)
     assert np.isfinite(doc["fvd"]["value"]) and doc["reconstruction"]["num_videos"] == 8  # 8 train videos
     assert doc["reconstruction"]["tokenizer"]["deterministic"] is True
 
@@ -79,7 +84,9 @@ def test_rfvd_end_to_end_matches_direct_reconstruction(raw, weights, tmp_path):
     assert results["psnr"]["value"] == pytest.approx(float((-10 * mse.log10()).mean()), abs=1e-5)
 
     # resumed: every chunk merged, the same numbers
-    again = evaluate.run(compose_cfg("evaluate", overrides(raw, tmp_path, weights=weights), tmp_path))
+    again = evaluate.run(
+        compose_cfg("evaluate", overrides(raw, tmp_path, *FULL, weights=weights, size=32), tmp_path)
+    )
     assert again["psnr"]["value"] == results["psnr"]["value"]
     assert again["fvd"]["value"] == pytest.approx(results["fvd"]["value"])
 
@@ -110,3 +117,26 @@ def test_stochastic_vq_is_live(raw, tmp_path):
     assert not torch.equal(ids_s, ids_t)  # sampled ids depend on the generators
     _, ids_u = reconstruct(sto, x, [torch.Generator().manual_seed(s) for s in (1, 2)])
     assert torch.equal(ids_s, ids_u)  # ... and only on them
+
+
+def test_stochastic_run_differs_and_saves_a_samples_folder(raw, weights, tmp_path):
+    def run(out, *extra):
+        cfg = compose_cfg("evaluate", overrides(raw, out, *extra, weights=weights, size=32), out)
+        return evaluate.run(cfg)["psnr"]["value"]
+
+    det = run(tmp_path / "det")
+    sto = run(
+        tmp_path / "sto", "reconstruction.deterministic=false", "reconstruction.save_reconstructions=true"
+    )
+    assert sto != det  # the sampling VQ is what ran
+    doc = json.loads((tmp_path / "sto" / "metrics.json").read_text())
+    assert doc["reconstruction"]["tokenizer"]["deterministic"] is False
+    manifest = json.loads((tmp_path / "sto" / "reconstructions" / "manifest.json").read_text())
+    assert len(manifest["samples"]) == 8
+    assert all((tmp_path / "sto" / "reconstructions" / e["file"]).is_file() for e in manifest["samples"])
+    assert (
+        run(
+            tmp_path / "sto", "reconstruction.deterministic=false", "reconstruction.save_reconstructions=true"
+        )
+        == sto
+    )

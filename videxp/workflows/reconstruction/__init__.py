@@ -1,4 +1,4 @@
-"""Tokenizer reconstruction evaluation (rFVD, PSNR, SSIM, LPIPS of encode -> decode), LARP's eval/ protocol."""
+"""Tokenizer reconstruction evaluation: rFVD, PSNR, SSIM, LPIPS of encode -> decode (LARP's eval/)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from videxp.metrics.base import Metric
 from videxp.workflows.base import Workflow
+from videxp.workflows.reconstruction.loop import run_reconstruction
 
 
 class Reconstruction(Workflow):
@@ -18,6 +19,4 @@ class Reconstruction(Workflow):
     name = "reconstruction"
 
     def evaluate(self, cfg: DictConfig, metrics: Mapping[str, Metric] | None = None) -> dict[str, Any]:
-        from videxp.workflows.reconstruction.loop import run_reconstruction  # torch-heavy: on use
-
         return run_reconstruction(cfg, metrics)

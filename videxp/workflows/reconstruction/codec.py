@@ -15,7 +15,7 @@ VQ_STREAM = 7  # derive_seed(seed, video, VQ_STREAM): the stochastic VQ's draws 
 
 
 def check_clip_size(tokenizer: LARPTokenizer, clips: torch.Tensor) -> None:
-    """Refuse clips [B, T, C, H, W] that are not the tokenizer's input (frame_num x input_size²), naming both."""
+    """Refuse clips [B, T, C, H, W] that are not the tokenizer's input (frame_num x input_size²)."""
     t, h, w = clips.shape[1], clips.shape[3], clips.shape[4]
     want = (tokenizer.frame_num, tokenizer.input_size, tokenizer.input_size)
     if (t, h, w) != want:

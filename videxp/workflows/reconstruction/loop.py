@@ -58,7 +58,14 @@ def clip_batch(dataset: Any, videos: list[int]) -> torch.Tensor:
 
 
 def score_chunk(
-    tokenizer, dataset, videos: list[int], metrics: Mapping[str, Metric], s: dict, tok: dict, seed: int, device
+    tokenizer,
+    dataset,
+    videos: list[int],
+    metrics: Mapping[str, Metric],
+    s: dict,
+    tok: dict,
+    seed: int,
+    device,
 ) -> dict[str, Any]:
     """Reconstruct and score one chunk of videos (distribution metrics: the reconstructed side only);
     returns per-video MSE over all pixels (LARP's PSNR averages -10·log10 of it over videos)."""
@@ -83,8 +90,10 @@ def score_chunk(
     return {"mse": mse}
 
 
-def feed_reference(metrics: Mapping[str, Metric], dataset, videos: list[int], identity: dict, batch: int, device):
-    """The clips themselves as the reference side of every distribution metric (cached statistics: one call)."""
+def feed_reference(
+    metrics: Mapping[str, Metric], dataset, videos: list[int], identity: dict, batch: int, device
+):
+    """The clips as the reference side of every distribution metric (cached statistics: one call)."""
     for metric in metrics.values():
         if not isinstance(metric, DistributionMetric):
             continue
@@ -109,7 +118,9 @@ def run_reconstruction(cfg: DictConfig, metrics: Mapping[str, Metric] | None = N
     stop = len(dataset) if s["stop_index"] is None else min(len(dataset), int(s["stop_index"]))
     videos = list(range(int(s["start_index"]), stop))
     if not videos:
-        raise ConfigError(f"no clips in [{s['start_index']}, {stop}) of split {s['split']!r} ({len(dataset)})")
+        raise ConfigError(
+            f"no clips in [{s['start_index']}, {stop}) of split {s['split']!r} ({len(dataset)})"
+        )
     tokenizer = build_tokenizer(tok, seed, device)
     doc = {"metric": OmegaConf.to_container(cfg.metric, resolve=True), "dataset": dataset_doc}
     key = run_key({**doc, "split": s["split"], "tokenizer": tok, "seed": seed})
@@ -120,7 +131,9 @@ def run_reconstruction(cfg: DictConfig, metrics: Mapping[str, Metric] | None = N
         folder = chunk_folder(out, key, chunk[0], chunk[-1] + 1)
         state = load_chunk(folder)
         recon_dir = out / RECON_DIR
-        if s["save_reconstructions"] and any(not (recon_dir / f"{sample_name(v, 0)}.npy").is_file() for v in chunk):
+        if s["save_reconstructions"] and any(
+            not (recon_dir / f"{sample_name(v, 0)}.npy").is_file() for v in chunk
+        ):
             state = None  # scored before without saving its reconstructions
         if state is None:
             for metric in built.values():
@@ -149,14 +162,18 @@ def run_reconstruction(cfg: DictConfig, metrics: Mapping[str, Metric] | None = N
         }
     }
     if s["save_reconstructions"]:
-        write_manifest(out / RECON_DIR, dataset_doc, s["split"], tok, device, videos, identity["video_length"])
+        write_manifest(
+            out / RECON_DIR, dataset_doc, s["split"], tok, device, videos, identity["video_length"]
+        )
     write_report(out, results, metrics=built, provenance=provenance(device), extra=extra)
     print(format_table(results))
     print(f"metrics: {out / 'metrics.json'}")
     return results
 
 
-def write_manifest(folder: Path, dataset_doc, split: str, tok: dict, device, videos: list[int], T: int) -> None:
+def write_manifest(
+    folder: Path, dataset_doc, split: str, tok: dict, device, videos: list[int], T: int
+) -> None:
     """Make the saved reconstructions a samples folder (`videxp-evaluate eval_dir=<out>/reconstructions`)."""
     loaded = {"checkpoint": tok["pretrained"] or "random", "weights": tok}
     header = manifest_header(dataset_doc, split, loaded, device, model={"tokenizer": tok})
@@ -165,5 +182,3 @@ def write_manifest(folder: Path, dataset_doc, split: str, tok: dict, device, vid
         {"file": f"{sample_name(v, 0)}.npy", "video": v, "sample": 0, "video_id": str(v)} for v in videos
     ]
     write_json(folder / MANIFEST, header)
-
-

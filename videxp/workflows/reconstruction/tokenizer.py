@@ -1,4 +1,4 @@
-"""The LARP tokenizer a reconstruction run evaluates, built from the `model.*` keys of conf/model/larp.yaml."""
+"""The LARP tokenizer a reconstruction run evaluates, from the `model.*` keys of conf/model/larp.yaml."""
 
 from __future__ import annotations
 
