@@ -193,7 +193,7 @@ def test_preempted_sampling_shard_keeps_its_finished_samples(slurm_cluster, tmp_
             "sample",
             *SAMPLE,
             "run_name=preempt",
-            "model.sampling.timestep_respacing='400'",
+            "model.sampling.timestep_respacing='150'",
             f"sample.out_dir={tmp_path / 'run'}",
             f"metric.fvd.cache_dir={tmp_path / 'fvd'}",
             wait=False,
