@@ -96,7 +96,8 @@ def _overrides(root: Path, *extra: str) -> list[str]:
 
 
 def _run(root: Path, out: str, *extra: str) -> dict:
-    cfg = compose_cfg("sample", _overrides(root, f"sample.out_dir={root / out}", *extra), root / out)
+    over = _overrides(root, f"sample.out_dir={root / out}", f"run_name={out}", *extra)  # one report row each
+    cfg = compose_cfg("sample", over, root / out)
     return sample.run(cfg)
 
 
