@@ -76,8 +76,17 @@ class Generator(ABC):
         this call. The default accepts any schedule; each request is still checked by `generate`.
         """
 
+    def pop_stats(self) -> dict[str, list[float]]:
+        """Per-sample statistics of the `generate` calls since the last pop, e.g. {"nll": [one per row]}, then
+        cleared. The sampling loop pops after each batch (its calls hold the same rows) and records the values
+        in each sample's manifest entry (`stats`); the finaliser reports their means (`report_columns` of
+        `describe()`). The default has none."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
-        """Settings to record in the sample manifest (checkpoint, sampler, steps, ...)."""
+        """Settings to record in the sample manifest (checkpoint, sampler, steps, ...). Optional entries for
+        fvd_report.csv: `report_columns` (extra columns after videxp's) filled from `report` (fixed values),
+        the mean of each per-sample stat of that name (`pop_stats`), `num_samples` or `fvd`."""
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "capabilities": self.capabilities.to_dict(),

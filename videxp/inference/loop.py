@@ -267,6 +267,19 @@ def check_parts(samples_dir: Path, new: dict[str, Any], plan: Plan) -> None:
             )
 
 
+def _recorded_stats(samples_dir: Path, manifest: dict[str, Any], run_id: str) -> dict[str, dict[str, float]]:
+    """Per-sample generator stats (`stats` of manifest entries) already recorded for this folder: of the
+    manifest and of this run's shard parts, by file name."""
+    found = {e["file"]: e["stats"] for e in manifest.get("samples", []) if "stats" in e}
+    for part in sorted((samples_dir / PARTS / run_id).glob("shard-*.json")):
+        try:
+            entries = json.loads(part.read_text()).get("samples", [])
+        except ValueError:
+            continue  # a half-written part: rewritten by this run
+        found.update({e["file"]: e["stats"] for e in entries if "stats" in e})
+    return found
+
+
 def _write_if_changed(path: Path, doc: dict[str, Any], same: Any) -> bool:
     """Write `doc` unless the file exists and `same(old_doc)` says it already holds it."""
     if path.is_file():
@@ -342,8 +355,9 @@ def run_sampling(
     manifest = dict(manifest or {})
     manifest["model"] = {**generator.describe(), **(manifest.get("model") or {})}
     manifest.update(inference=params, seed=seed, num_samples=num_samples)
-    check_manifest(samples_dir / MANIFEST, manifest)
+    before = check_manifest(samples_dir / MANIFEST, manifest)
     check_parts(samples_dir, manifest, plan)
+    old_stats = _recorded_stats(samples_dir, before, plan.run_id)  # of samples a killed run already wrote
     check_identity(samples_dir, manifest)
     # half-written files of a killed run of this shard
     remove_stale_temps(out_dir, samples_dir, videos_dir, samples_dir / PARTS / plan.run_id)
@@ -366,15 +380,21 @@ def run_sampling(
         if all(_complete(p, shape) for p in paths):
             skipped += len(paths)
         else:
+            generator.pop_stats()  # nothing of earlier calls (e.g. a sample callback) joins this batch
             out = complete_videos(generator, videos, params, seed, list(unit.videos), k, cond, steps, embed)
-            for v, path, video in zip(unit.videos, paths, to_uint8(out.cpu()), strict=True):  # [T, H, W, C]
-                write_npy(path, video)
+            stats = generator.pop_stats()  # {name: one value per row}
+            for row, (v, path, video) in enumerate(zip(unit.videos, paths, to_uint8(out.cpu()), strict=True)):
+                write_npy(path, video)  # video: [T, H, W, C]
+                if stats:
+                    old_stats[path.name] = {name: float(vals[row]) for name, vals in stats.items()}
                 if video_format != "none":
                     write_video(videos_dir / f"{sample_name(v, k)}.{video_format}", video, fps=fps)
                 done.add((v, k))
             written += len(paths)
         for v, path, it in zip(unit.videos, paths, items, strict=True):
             entries[path.name] = {"file": path.name, "video": v, "sample": k, "video_id": it["video_id"]}
+            if path.name in old_stats:
+                entries[path.name]["stats"] = old_stats[path.name]
     shards = {
         "run_id": plan.run_id,
         "shard": plan.shard,

@@ -154,34 +154,70 @@ def _feed_reference(
             break
 
 
+def sample_stat_means(samples_dir: Path, entries: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of each per-sample generator stat (`stats` of the merged manifest's entries, e.g. LARP's NLL of
+    the sampled sequences) over the scored items; {} when the generator records none."""
+    path = Path(samples_dir) / MANIFEST
+    if not path.is_file():
+        return {}
+    recorded = {(e["video"], e["sample"]): e.get("stats") for e in json.loads(path.read_text())["samples"]}
+    rows = [recorded.get((e["video"], e["sample"])) for e in entries]
+    if not rows or any(r is None for r in rows):
+        return {}  # a statistic of some samples only would be a misleading mean
+    names = set.intersection(*(set(r) for r in rows))
+    return {n: sum(float(r[n]) for r in rows) / len(rows) for n in sorted(names)}
+
+
+def model_columns(model: dict[str, Any], stats: dict[str, float], run: dict[str, Any]) -> dict[str, Any]:
+    """The extra fvd_report.csv columns a generator asks for (`report_columns` of its describe()), each from
+    its fixed `report` values, else the mean per-sample stat of that name, else the run's value (`run`:
+    num_samples, fvd, ...); a column none of them has is left empty."""
+    fixed = model.get("report") or {}
+    out = {}
+    for col in model.get("report_columns") or ():
+        out[col] = fixed[col] if col in fixed else stats[col] if col in stats else run.get(col)
+    return out
+
+
 def append_fvd_report(path: Path, row: dict[str, Any]) -> None:
     """Append one row to fvd_report.csv (header once), under a lock so concurrent writers don't interleave.
 
-    A row equal to one already there in every column but `time` is not added again: a finaliser killed
-    between its append and its `finalised.json` adds nothing when rerun.
+    Columns: CSV_COLUMNS, then a model's extra columns (`model_columns`) in the order first written; a row
+    with columns the file lacks rewrites the file with the wider header (older rows get empty cells). A row
+    equal to one already there in every column but `time` is not added again: a finaliser killed between its
+    append and its `finalised.json` adds nothing when rerun.
     """
     path = Path(path)
-    values = {c: "" if row.get(c) is None else str(row.get(c)) for c in CSV_COLUMNS}  # as csv reads them back
+    columns = [*CSV_COLUMNS, *(c for c in row if c not in CSV_COLUMNS)]
+    values = {c: "" if row.get(c) is None else str(row.get(c)) for c in columns}  # as csv reads them back
     lock = path.with_name(path.name + ".lock")
     wait_lock(lock, CSV_LOCK_STALE_S)
     try:
         fresh = not path.is_file() or path.stat().st_size == 0
+        old_rows: list[dict[str, str]] = []
+        header = list(CSV_COLUMNS)
         if not fresh:
             with open(path, newline="") as f:
-                same = (
-                    all(old.get(c) == values[c] for c in CSV_COLUMNS if c != "time")
-                    for old in csv.DictReader(f)
-                )
-                if any(same):
-                    return
+                reader = csv.DictReader(f)
+                old_rows = list(reader)
+                header = list(reader.fieldnames or CSV_COLUMNS)
+            if any(all((old.get(c) or "") == values[c] for c in columns if c != "time") for old in old_rows):
+                return
+        wider = [*header, *(c for c in columns if c not in header)]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
-        if fresh:
+        writer = csv.DictWriter(buf, fieldnames=wider, restval="")
+        if fresh or wider != header:
             writer.writeheader()
+            writer.writerows(old_rows)
         writer.writerow(values)
-        with open(path, "a", newline="") as f:
-            f.write(buf.getvalue())  # one write: concurrent readers never see half a row
-            f.flush()
+        if fresh or wider == header:
+            with open(path, "a", newline="") as f:
+                f.write(buf.getvalue())  # one write: concurrent readers never see half a row
+                f.flush()
+        else:  # a wider header: the whole file, replaced at once
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(buf.getvalue(), newline="")
+            tmp.replace(path)
     finally:
         unlock(lock)
 
@@ -275,6 +311,9 @@ def finalise(
             **samples_extra(samples_dir, frames, header, len(entries)),
             "shards": {"run_id": plan.run_id, "num_shards": plan.num_shards, "finalised": modes},
         }
+        means = sample_stat_means(samples_dir, entries)  # generator stats per sample, e.g. LARP's NLL
+        if means:
+            extra["sample_stats"] = {"mean": means, "num_samples": len(entries)}
         write_report(
             out_dir, results, metrics=metrics, provenance=provenance(device), extra=extra, baselines=base
         )
@@ -283,6 +322,8 @@ def finalise(
         report = cfg.sample.get("fvd_report")
         if report:
             fvd = results.get(fvd_name, {}) if fvd_name else {}
+            fvd_value = "" if fvd.get("value") is None else repr(fvd["value"])
+            run = {"num_samples": len(entries), "fvd": fvd_value}
             append_fvd_report(
                 Path(report),
                 {
@@ -294,7 +335,8 @@ def finalise(
                     "fvd_protocol": fvd.get("protocol", ""),
                     "num_real": fvd.get("num_real", ""),
                     "num_generated": fvd.get("num_fake", len(entries)),
-                    "fvd": "" if fvd.get("value") is None else repr(fvd["value"]),
+                    "fvd": fvd_value,
+                    **model_columns(header.get("model") or {}, means, run),
                 },
             )
         write_json(

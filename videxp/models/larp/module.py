@@ -1,0 +1,255 @@
+"""LARP as a LightningModule: the AR prior over a frozen tokenizer's ids (or the tokenizer); its generator."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from videxp.errors import ConfigError
+from videxp.models.diffusers_common import merge_settings, resize_frames
+from videxp.models.larp.ar import LARPAR, larp_ar_config
+from videxp.models.larp.generator import DEFAULT_SAMPLING, LARPGenerator
+from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
+from videxp.models.partial_training import SavesTrainedOnly
+
+SIZES = {"paper": ("larp_l_long", "llama-abs-LP"), "tiny": ("tiny", "tiny")}  # size -> tokenizer, AR preset
+STAGES = ("ar", "tokenizer")
+DEFAULT_TOKENIZER = {
+    "pretrained": "hywang66/LARP-L-long-tokenizer",  # hub id, folder or file; null = random init (preset)
+    "revision": None,
+    "dtype": "fp16",  # sampling dtype on GPU (LARP's sample.py); CPU decodes in fp32; training keeps fp32
+    "deterministic": True,  # argmax VQ ids when encoding (LARP's AR trainer: eval_deterministic)
+}
+DEFAULT_AR = {"pretrained": "hywang66/LARP-L-long-AR", "revision": None}
+DEFAULT_OPTIM = {  # LARP cfgs/larp_ar.yaml
+    "lr": 1e-4,
+    "betas": (0.9, 0.95),
+    "weight_decay": 0.0,
+    "lr_type": "cosine",  # cosine | constant
+    "warmup_epochs": 1.0,  # linear warm-up (LARP: warmup_epoch 1); in steps via the trainer's epochs
+    "min_lr_mult": 0.01,  # the cosine ends at lr * min_lr_mult
+    "max_grad_norm": 0.0,  # LARP: clip_grad_max_norm 0 = none (the Trainer's gradient_clip_val still applies)
+}
+DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: pixel terms + LARP's VQ and prior losses
+    "l1": 1.0,
+    "l2": 1.0,
+    "vq": 1.0,  # loss_q (commitment + codebook, weighted inside the VQ)
+    "prior": 0.06,  # loss_latent_ce of the GPTC prior
+    "lpips": 0.0,  # not built here: must stay 0
+    "gan": 0.0,  # not built here: must stay 0
+}
+
+
+class LARPModule(SavesTrainedOnly, L.LightningModule):
+    """LARP's tokenizer + AR prior. stage=ar trains the AR on the ids of the frozen tokenizer (deterministic
+    VQ), teacher-forced cross-entropy with class labels (dropped to the null class at the AR's
+    class_dropout_prob for guidance); stage=tokenizer trains the tokenizer with its own training forward (L1 +
+    L2 reconstruction, the VQ losses and the prior's latent CE). `state_dict()` holds the trained network
+    only; the other is rebuilt from its config. `size=tiny` or a null `pretrained` builds random networks
+    from the presets."""
+
+    sampling_keys = ("sampling",)
+
+    @staticmethod
+    def config_weights(cfg: dict[str, Any]) -> str | None:
+        """The pretrained AR a config names (None: random weights, with size=tiny or ar.pretrained null)."""
+        ar = {**DEFAULT_AR, **(cfg.get("ar") or {})}["pretrained"]
+        return None if cfg.get("size", "paper") == "tiny" or ar is None else f"pretrained {ar}"
+
+    def __init__(
+        self,
+        size: str = "paper",
+        stage: str = "ar",
+        num_classes: int = 101,
+        tokenizer: dict[str, Any] | None = None,
+        ar: dict[str, Any] | None = None,
+        sampling: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
+        tokenizer_loss: dict[str, Any] | None = None,
+        tiny_seed: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if size not in SIZES:
+            raise ConfigError(f"model.size must be one of {sorted(SIZES)}, got {size!r}")
+        if stage not in STAGES:
+            raise ConfigError(f"model.stage must be one of {STAGES}, got {stage!r}")
+        self.size, self.stage, self.seed = size, stage, int(seed)
+        self.tokenizer_cfg = merge_settings(tokenizer, DEFAULT_TOKENIZER, "tokenizer")
+        self.ar_cfg = merge_settings(ar, DEFAULT_AR, "ar")
+        self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
+        self.optim = merge_settings(optim, DEFAULT_OPTIM, "optim")
+        self.loss_weights = merge_settings(tokenizer_loss, DEFAULT_TOKENIZER_LOSS, "tokenizer_loss")
+        if self.loss_weights["lpips"] or self.loss_weights["gan"]:
+            raise ConfigError("model.tokenizer_loss: the LPIPS and GAN terms are not built; set them to 0")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(tiny_seed))
+            self.tokenizer = self._build_tokenizer()
+            self.ar = self._build_ar(int(num_classes))
+        self.tokenizer.set_vq_eval_deterministic(bool(self.tokenizer_cfg["deterministic"]))
+        frozen = self.tokenizer if stage == "ar" else self.ar
+        frozen.requires_grad_(False).eval()
+
+    # ----------------------------------------------------------------- building
+    def _random(self, what: str) -> bool:
+        cfg = self.tokenizer_cfg if what == "tokenizer" else self.ar_cfg
+        return self.size == "tiny" or cfg["pretrained"] is None
+
+    def _build_tokenizer(self) -> LARPTokenizer:
+        with_prior = self.stage == "tokenizer"  # the GPTC prior is a training-only part
+        if self._random("tokenizer"):
+            return LARPTokenizer(**larp_tokenizer_config(SIZES[self.size][0]), build_prior=with_prior)
+        t = self.tokenizer_cfg
+        return LARPTokenizer.from_pretrained(t["pretrained"], t["revision"], with_prior=with_prior)
+
+    def _build_ar(self, num_classes: int) -> LARPAR:
+        if self._random("ar"):
+            return LARPAR(larp_ar_config(SIZES[self.size][1], num_classes=num_classes))
+        ar = LARPAR.from_pretrained(self.ar_cfg["pretrained"], self.ar_cfg["revision"])
+        if not ar.frame_prediction and ar.num_classes != num_classes:
+            raise ConfigError(
+                f"{self.ar_cfg['pretrained']} has {ar.num_classes} classes, model.num_classes={num_classes}: "
+                "use a dataset with that many classes or set model.num_classes"
+            )
+        return ar
+
+    def saved_keys(self) -> set[str]:
+        """The trained network's keys (SavesTrainedOnly): ar.* (stage=ar) or tokenizer.* (stage=tokenizer)."""
+        net = "ar" if self.stage == "ar" else "tokenizer"
+        return {f"{net}.{k}" for k in getattr(self, net).state_dict()}
+
+    def describe_saved(self) -> str:
+        return f"LARP {self.stage} ({self.size})"
+
+    def train(self, mode: bool = True) -> LARPModule:
+        super().train(mode)
+        (self.tokenizer if self.stage == "ar" else self.ar).eval()
+        return self
+
+    def save_pretrained(self, folder: str | Path) -> dict[str, Path]:
+        """Both networks in LARP's released layout: <folder>/tokenizer and <folder>/ar (config.json +
+        model.safetensors each), loadable by from_pretrained and by model.{tokenizer,ar}.pretrained."""
+        folder = Path(folder)
+        return {
+            "tokenizer": self.tokenizer.save_pretrained(folder / "tokenizer"),
+            "ar": self.ar.save_pretrained(folder / "ar"),
+        }
+
+    # ----------------------------------------------------------------- sampling
+    def generator(self) -> LARPGenerator:
+        gpu = self.device.type == "cuda"
+        dtype = self.tokenizer_cfg["dtype"] if gpu else torch.float32
+        if self.ar.frame_prediction:
+            dtype = torch.float32  # LARP's predict_frames runs the tokenizer in fp32
+        names = {
+            "ar_model": "random" if self._random("ar") else self.ar_cfg["pretrained"],
+            "tokenizer": "random" if self._random("tokenizer") else self.tokenizer_cfg["pretrained"],
+        }
+        return LARPGenerator(self.tokenizer, self.ar, self.sampling, dtype, {**names, "size": self.size})
+
+    # ----------------------------------------------------------------- training
+    def clip(self, video: torch.Tensor) -> torch.Tensor:
+        """batch["video"] [B, T, C, H, W] in [-1, 1] -> the tokenizer's input [B, 3, frame_num, S, S] in
+        [0, 1]: the first frame_num frames, resized to S x S, grey repeated to RGB."""
+        t = self.tokenizer
+        if video.ndim != 5 or video.shape[1] < t.frame_num or video.shape[2] not in (1, 3):
+            raise ValueError(
+                f"LARP trains on [B, T >= {t.frame_num}, 1 or 3, H, W] clips, got {tuple(video.shape)}"
+            )
+        x = resize_frames(video[:, : t.frame_num].float(), (t.input_size, t.input_size))  # [B, T, C, S, S]
+        x = x.expand(-1, -1, 3, -1, -1)
+        return ((x + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4).contiguous()  # [B, 3, T, S, S]
+
+    def labels(self, batch: dict[str, Any], B: int) -> torch.Tensor:
+        """batch["label"] [B] int64 (missing or negative: the null class, -1)."""
+        given = batch.get("label")
+        if given is None:
+            return torch.full((B,), -1, dtype=torch.int64, device=self.device)
+        y = torch.as_tensor(given, device=self.device).reshape(-1).long()
+        if y.numel() != B or int(y.max()) >= self.ar.num_classes:
+            raise ValueError(f"batch['label'] must hold {B} labels < {self.ar.num_classes}, got {y.tolist()}")
+        return y.clamp_min(-1)
+
+    @torch.no_grad()
+    def tokens(self, clip: torch.Tensor) -> torch.Tensor:
+        """The frozen tokenizer's ids [B, N] of clip [B, 3, T, S, S] (deterministic VQ in eval mode)."""
+        return self.tokenizer.encode(clip.to(self.tokenizer.dtype))["bottleneck_rep"].long()
+
+    def ar_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        if self.ar.frame_prediction:
+            raise ConfigError("training a frame-prediction LARP AR is not built; use a class-conditional AR")
+        ids = self.tokens(self.clip(batch["video"]))  # [B, N]
+        _, loss = self.ar(idx=ids[:, :-1], cond_idx=self.labels(batch, ids.shape[0]), targets=ids)
+        return loss
+
+    def tokenizer_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x = self.clip(batch["video"])  # [B, 3, T, S, S]
+        steps = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else 1
+        out = self.tokenizer(x, global_step=self.global_step, max_steps=steps)
+        w = self.loss_weights
+        parts = {"l1": F.l1_loss(out["pred_frames"], x), "l2": F.mse_loss(out["pred_frames"], x)}
+        parts["vq"] = out["loss_q"]
+        if "loss_latent_ce" in out:
+            parts["prior"] = out["loss_latent_ce"]
+        parts["loss"] = sum(w[k] * v for k, v in parts.items())
+        return parts
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.stage == "ar":
+            loss = self.ar_loss(batch)
+        else:
+            parts = self.tokenizer_loss(batch)
+            self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"})
+            loss = parts["loss"]
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = self.ar_loss(batch) if self.stage == "ar" else self.tokenizer_loss(batch)["loss"]
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        return loss
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if gradient_clip_val is None and self.optim["max_grad_norm"]:
+            gradient_clip_val, gradient_clip_algorithm = float(self.optim["max_grad_norm"]), "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW with linear warm-up then cosine decay to lr * min_lr_mult (LARP's AR schedule), per step."""
+        o = self.optim
+        net = self.ar if self.stage == "ar" else self.tokenizer
+        opt = torch.optim.AdamW(
+            [p for p in net.parameters() if p.requires_grad],
+            lr=float(o["lr"]),
+            betas=tuple(float(b) for b in o["betas"]),
+            weight_decay=float(o["weight_decay"]),
+        )
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+        warmup = int(total * float(o["warmup_epochs"]) / epochs) if epochs else 0
+        schedule = lr_lambda(str(o["lr_type"]), warmup, total, float(o["min_lr_mult"]))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_lambda(kind: str, warmup: int, total: int, min_mult: float):
+    """Step -> lr multiplier: linear warm-up over `warmup` steps, then constant or cosine to `min_mult`."""
+    if kind not in ("cosine", "constant"):
+        raise ConfigError(f"model.optim.lr_type must be cosine or constant, got {kind!r}")
+
+    def mult(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant":
+            return 1.0
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return min_mult + (1 - min_mult) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return mult
