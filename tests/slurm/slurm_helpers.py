@@ -18,6 +18,8 @@ import lightning as L
 import pytest
 import torch
 
+from videxp.models.fdm.module import FDMModule
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CLUSTER = HERE / "cluster.sh"
@@ -86,6 +88,25 @@ class HoldFirstAttempt(L.Callback):
         deadline = time.time() + self.seconds
         while time.time() < deadline and not trainer.received_sigterm:
             time.sleep(0.1)
+
+
+class HeldFDMModule(FDMModule):
+    """FDM whose generator, on the job's first attempt, stops before the next call once a sample is written
+    to $VIDEXP_TEST_HOLD_SAMPLES (after writing $VIDEXP_TEST_HOLD_SAMPLES/../held) and waits to be killed."""
+
+    def generator(self, *args, **kwargs):
+        gen = super().generator(*args, **kwargs)
+        generate = gen.generate
+
+        def held(*a, **k):
+            samples = Path(os.environ.get("VIDEXP_TEST_HOLD_SAMPLES", "/nonexistent"))
+            if not restart_count() and any(samples.glob("sample_*.npy")):
+                (samples.parent / "held").write_text("1")
+                time.sleep(240)  # SLURM's requeue ends this attempt (SIGTERM is ignored by submitit: SIGKILL)
+            return generate(*a, **k)
+
+        gen.generate = held
+        return gen
 
 
 def submit(env: dict, cwd: Path, task: str, *overrides: str, timeout: float = 600, wait: bool = True):

@@ -34,7 +34,7 @@ from videxp.scoring.selection import (
     reference_identity,
     scored_frames,
 )
-from videxp.utils.io import remove_stale_temps, write_json
+from videxp.utils.io import remove_stale_temps, write_json, write_text
 from videxp.utils.locks import try_lock, unlock, wait_lock
 from videxp.utils.provenance import provenance
 
@@ -215,9 +215,7 @@ def append_fvd_report(path: Path, row: dict[str, Any]) -> None:
                 f.write(buf.getvalue())  # one write: concurrent readers never see half a row
                 f.flush()
         else:  # a wider header: the whole file, replaced at once
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(buf.getvalue(), newline="")
-            tmp.replace(path)
+            write_text(path, buf.getvalue())
     finally:
         unlock(lock)
 
