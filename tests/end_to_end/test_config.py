@@ -38,6 +38,7 @@ EXTRA = {
     ],
     "framepack": ["model.size=tiny", "inference.obs_length=1", "inference.max_frames=5"],
     "opensora": ["model.size=tiny"],
+    "larp": ["model.size=tiny"],
     "wan_lora": [
         "model.size=tiny",
         "inference.obs_length=1",
@@ -74,6 +75,8 @@ def test_option_composes_and_instantiates(group, option, tmp_path, request):
         generator = module.generator() if hasattr(module, "generator") else module
         if "max_frames" in cfg.model:  # the generator's window is the config's K
             assert generator.capabilities.max_frames == cfg.model.max_frames
+        elif option == "larp":  # one call makes one whole tokenizer clip
+            assert generator.capabilities.max_frames == generator.frames
         elif hasattr(generator, "capabilities"):  # next-frame models: any number of done frames
             assert generator.capabilities.index_patterns == ("next_frame",)
     elif group == "inference":
