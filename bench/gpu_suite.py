@@ -100,7 +100,7 @@ TORCH_INSTALL = (
     "setuptools",
     "pkg_resources",
 )
-SECTIONS = ("fvd", "frames", "fdm", "stdit3", "wan", "framepack")
+SECTIONS = ("fvd", "frames", "fdm", "stdit3", "wan", "framepack", "larp")
 COLUMNS = ("section", "case", "size", "seconds", "throughput", "peak GiB", "notes")
 
 
@@ -127,6 +127,9 @@ class Sizes:
     framepack_size: str  # full | tiny (videxp.models.framepack.components)
     framepack_pixels: tuple[int, int, int]  # requested video frames, H, W
     framepack_window: int  # latent_window_size
+    larp_tokenizer: str  # videxp.models.larp.tokenizer.TOKENIZER_PRESETS key
+    larp_ar: str  # videxp.models.larp.ar.AR_PRESETS key
+    larp_batch: int
     repeats: int  # timed calls per row (after one warm-up)
 
 
@@ -150,6 +153,9 @@ FULL = Sizes(
     framepack_size="full",
     framepack_pixels=(81, 480, 832),
     framepack_window=9,
+    larp_tokenizer="larp_l_long",  # W4: LARP-L-long tokenizer, 16x128x128 -> 1024 tokens
+    larp_ar="llama-abs-LP",  # W4: LARP-L-long-AR (632M)
+    larp_batch=16,
     repeats=3,
 )
 TINY = Sizes(
@@ -172,6 +178,9 @@ TINY = Sizes(
     framepack_size="tiny",
     framepack_pixels=(9, 32, 32),
     framepack_window=3,
+    larp_tokenizer="tiny",
+    larp_ar="tiny",
+    larp_batch=2,
     repeats=1,
 )
 
@@ -692,6 +701,45 @@ def section_framepack(ctx: Context) -> Iterator[Row]:
     yield from forward_rows("framepack", model, inputs, size, 20 * sections, ctx)  # W1: 20 steps per section
 
 
+def section_larp(ctx: Context) -> Iterator[Row]:
+    """W4's LARP at batch larp_batch: AR teacher-forced forward and KV-cache sampling in bf16, tokenizer
+    encode (VQ in fp32, as LARP forces) and decode under bf16 autocast."""
+    from videxp.models.larp.ar import LARPAR, larp_ar_config
+    from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
+
+    device, B = ctx.device, ctx.sizes.larp_batch
+    with meta_parameters():
+        tokenizer = LARPTokenizer(**larp_tokenizer_config(ctx.sizes.larp_tokenizer), build_prior=False)
+    tokenizer = materialise(tokenizer, device, torch.float32).eval().requires_grad_(False)
+    tokenizer.set_vq_eval_deterministic(True)
+    T, S, N = tokenizer.frame_num, tokenizer.input_size, tokenizer.bottleneck_token_num
+    ar_cfg = larp_ar_config(ctx.sizes.larp_ar, vocab_size=tokenizer.codebook_size, max_seq_len=N)
+    ar = materialise(LARPAR(ar_cfg), device, torch.bfloat16).eval().requires_grad_(False)
+    g = torch.Generator(device).manual_seed(0)
+    video = torch.rand((B, 3, T, S, S), generator=g, device=device)  # [B, 3, T, S, S] in [0, 1]
+    c = torch.arange(B, device=device) % ar.num_classes  # [B] class ids
+    ids = torch.randint(0, tokenizer.codebook_size, (B, N), generator=g, device=device)  # [B, N]
+    size = f"batch {B}, {T}x{S}x{S} = {N} tokens"
+    with torch.inference_mode():
+        seconds = median_seconds(lambda: ar(idx=ids[:, :-1], cond_idx=c), device, ctx.sizes.repeats)
+        yield Row("larp", "AR fwd bf16", size, seconds, f"{B * N / seconds:.0f} tokens/s", peak_gib(device),
+                  param_count(ar))  # fmt: skip
+        reset_peak(device)
+        gens = [torch.Generator(device).manual_seed(i) for i in range(B)]
+        seconds = median_seconds(lambda: ar.sample(c, cfg_scale=1.25, generators=gens), device, 1)
+        yield Row("larp", "AR sample bf16, CFG 1.25", size, seconds, f"{B * N / seconds:.0f} tokens/s",
+                  peak_gib(device), "KV cache; doubled batch")  # fmt: skip
+        for case, fn in (
+            ("tokenizer encode", lambda: tokenizer.encode(video)),
+            ("tokenizer decode", lambda: tokenizer.decode_from_bottleneck(ids)),
+        ):
+            reset_peak(device)
+            with autocast(device):
+                seconds = median_seconds(fn, device, ctx.sizes.repeats)
+            yield Row("larp", f"{case}, autocast bf16", size, seconds, f"{B / seconds:.2f} videos/s",
+                      peak_gib(device), param_count(tokenizer))  # fmt: skip
+
+
 SECTION_FUNCS: dict[str, Callable[[Context], Iterator[Row]]] = {
     "fvd": section_fvd,
     "frames": section_frames,
@@ -699,6 +747,7 @@ SECTION_FUNCS: dict[str, Callable[[Context], Iterator[Row]]] = {
     "stdit3": section_stdit3,
     "wan": section_wan,
     "framepack": section_framepack,
+    "larp": section_larp,
 }
 
 

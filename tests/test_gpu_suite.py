@@ -103,6 +103,8 @@ def test_tiny_run_prints_every_row_without_hydra_omegaconf_av_or_lightning(tiny_
     }
     expected |= {("stdit3", "fwd+bwd bf16"), ("stdit3", "fwd+bwd bf16 + grad ckpt")}
     expected |= {("wan", "fwd bf16"), ("framepack", "fwd bf16")}
+    expected |= {("larp", c) for c in ("AR fwd bf16", "AR sample bf16, CFG 1.25")}
+    expected |= {("larp", f"tokenizer {c}, autocast bf16") for c in ("encode", "decode")}
     assert set(rows) == expected
     assert rows[("env", "torch")]["size"] == torch.__version__
     assert rows[("fvd", "tf32")]["notes"].startswith("skipped")  # a CUDA setting
