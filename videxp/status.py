@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from videxp.launcher import error_line, read_sweep_record
+from videxp.launcher import SweepError, error_line, read_sweep_record
 from videxp.utils.cli import fail
 
 FINISHED_BAD = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
@@ -58,8 +58,8 @@ def scheduler_states(job_ids: Sequence[str]) -> dict[str, str]:
     return states
 
 
-def sweep_table(sweep_dir: str | Path) -> tuple[list[str], dict[str, int]]:
-    """Lines describing each job of the sweep (state, overrides, error and log of failed ones) + counts."""
+def sweep_table(sweep_dir: str | Path) -> tuple[str, list[str], dict[str, int]]:
+    """(task, lines describing each job: state, overrides, error and log of failed ones, counts by state)."""
     record = read_sweep_record(sweep_dir)
     jobs = record["jobs"]
     states = scheduler_states([j["job_id"] for j in jobs])
@@ -71,7 +71,7 @@ def sweep_table(sweep_dir: str | Path) -> tuple[list[str], dict[str, int]]:
         if state in FINISHED_BAD:
             lines.append(f"     {error_line(job['stderr'])}")
             lines.append(f"     log: {job['stderr']}")
-    return lines, counts
+    return record["task"], lines, counts
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,12 +79,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("sweep_dir", help="a sweep folder, e.g. multirun/train/<run_name>")
     args = parser.parse_args(argv)
     try:
-        lines, counts = sweep_table(args.sweep_dir)
-    except Exception as err:  # a missing or foreign folder: one line, exit 1
+        task, lines, counts = sweep_table(args.sweep_dir)
+    except (SweepError, OSError, ValueError) as err:  # a missing, foreign or broken record: one line, exit 1
         fail("videxp-status", err)
-    record_task = read_sweep_record(args.sweep_dir)["task"]
     summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
-    print(f"{Path(args.sweep_dir)}: videxp-{record_task} sweep, {sum(counts.values())} job(s): {summary}")
+    print(f"{Path(args.sweep_dir)}: videxp-{task} sweep, {sum(counts.values())} job(s): {summary}")
     print("\n".join(lines))
 
 
