@@ -129,8 +129,7 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         if t["ckpt"] is not None or t["vq"] or t["preset"]:
             raise ConfigError(
                 "model.tokenizer.ckpt / preset / vq apply to a random preset tokenizer (size=tiny or "
-                f"pretrained null); "
-                f"this one is {t['pretrained']}"
+                f"pretrained null); this one is {t['pretrained']}"
             )
         return LARPTokenizer.from_pretrained(t["pretrained"], t["revision"], with_prior=with_prior)
 
