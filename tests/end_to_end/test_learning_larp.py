@@ -73,7 +73,8 @@ def test_untrained_model_is_below_both_baselines(tmp_path):
     cfg = compose_cfg("train", ["experiment=demo_larp", *QUIET, *AR_QUIET], tmp_path)
     torch.manual_seed(0)
     scores = _scores(instantiate(cfg.model), cfg)
-    assert scores["model"] < min(scores["repeat_last"], scores["blank"]), scores
+    # LARP's zero-initialised output layer decodes any ids to black: exactly the blank baseline
+    assert scores["model"] <= scores["blank"] < scores["repeat_last"], scores
 
 
 @pytest.mark.slow
