@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-interpolant test test-full test-slurm lint format bench bench-gpu bench-gpu-wheels clean wandb-sync
+.PHONY: help install demo demo-interpolant demo-larp test test-full test-slurm lint format bench bench-gpu bench-gpu-wheels clean wandb-sync
 
 help:  ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +38,18 @@ demo-interpolant: $(STAMP)  ## The interpolant family on the demo's shapes: VQ a
 		ckpt_path=outputs/train/$(INTERP_RUN) $(DEMO_ARGS)
 	$(BIN)/python -m videxp.evaluate experiment=demo_interpolant run_name=$(INTERP_RUN) \
 		eval_dir=outputs/sample/$(INTERP_RUN)/samples $(DEMO_ARGS)
+
+# demo-larp: one run name for its four steps (stage-1 tokenizer run: <name>_tok)
+LARP_RUN := demo_larp_$(shell date +%Y-%m-%d_%H-%M-%S)
+
+demo-larp: $(STAMP)  ## LARP on the demo's shapes: tiny tokenizer, frame-prediction AR, sample, evaluate
+	$(BIN)/python -m videxp.train experiment=demo_larp_tokenizer run_name=$(LARP_RUN)_tok
+	$(BIN)/python -m videxp.train experiment=demo_larp run_name=$(LARP_RUN) \
+		model.tokenizer.ckpt=outputs/train/$(LARP_RUN)_tok/checkpoints/last.ckpt $(DEMO_ARGS)
+	$(BIN)/python -m videxp.sample experiment=demo_larp run_name=$(LARP_RUN) \
+		ckpt_path=outputs/train/$(LARP_RUN) $(DEMO_ARGS)
+	$(BIN)/python -m videxp.evaluate experiment=demo_larp run_name=$(LARP_RUN) \
+		eval_dir=outputs/sample/$(LARP_RUN)/samples $(DEMO_ARGS)
 
 test: $(STAMP)  ## Run the test suite (everything but `slow`, `gpu` and `slurm` tests)
 	$(BIN)/python -m pytest -q

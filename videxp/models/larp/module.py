@@ -16,6 +16,7 @@ from videxp.models.larp.ar import LARPAR, larp_ar_config
 from videxp.models.larp.generator import DEFAULT_SAMPLING, LARPGenerator
 from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
 from videxp.models.partial_training import SavesTrainedOnly
+from videxp.weights.state_check import load_state_strict
 
 SIZES = {"paper": ("larp_l_long", "llama-abs-LP"), "tiny": ("tiny", "tiny")}  # size -> tokenizer, AR preset
 STAGES = ("ar", "tokenizer")
@@ -24,8 +25,16 @@ DEFAULT_TOKENIZER = {
     "revision": None,
     "dtype": "fp16",  # sampling dtype on GPU (LARP's sample.py); CPU decodes in fp32; training keeps fp32
     "deterministic": True,  # argmax VQ ids when encoding (LARP's AR trainer: eval_deterministic)
+    "ckpt": None,  # random preset: the tokenizer.* weights of a stage=tokenizer run's .ckpt
+    "preset": {},  # a random preset's constructor keywords overridden (e.g. query_init_std)
+    "vq": {},  # a random preset's VQ arguments overridden (e.g. entropy_loss_weight)
 }
-DEFAULT_AR = {"pretrained": "hywang66/LARP-L-long-AR", "revision": None}
+DEFAULT_AR = {
+    "pretrained": "hywang66/LARP-L-long-AR",
+    "revision": None,
+    "frame_prediction": False,  # random AR: condition on the observed frames' ids, not a class
+    "cond_frames": 5,  # frame prediction: observed frames per training clip (LARP: num_cond_frames 5 of 16)
+}
 DEFAULT_OPTIM = {  # LARP cfgs/larp_ar.yaml
     "lr": 1e-4,
     "betas": (0.9, 0.95),
@@ -35,13 +44,13 @@ DEFAULT_OPTIM = {  # LARP cfgs/larp_ar.yaml
     "min_lr_mult": 0.01,  # the cosine ends at lr * min_lr_mult
     "max_grad_norm": 0.0,  # LARP: clip_grad_max_norm 0 = none (the Trainer's gradient_clip_val still applies)
 }
-DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: pixel terms + LARP's VQ and prior losses
-    "l1": 1.0,
-    "l2": 1.0,
-    "vq": 1.0,  # loss_q (commitment + codebook, weighted inside the VQ)
-    "prior": 0.06,  # loss_latent_ce of the GPTC prior
-    "lpips": 0.0,  # not built here: must stay 0
-    "gan": 0.0,  # not built here: must stay 0
+DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: LARP cfgs/larp_tokenizer.yaml + larp_tokenizer_trainer
+    "l1": 1.0,  # pixel L1 (lpips_disc_loss: pixel_loss l1, pixelloss_weight 1.0)
+    "l2": 0.0,  # pixel MSE: not a LARP term
+    "vq": 0.1,  # loss_q (commitment + codebook, weighted inside the VQ): loss_q_weight 0.1
+    "prior": 0.06,  # loss_latent_ce of the GPTC prior: loss_latent_ce_weight 0.06
+    "lpips": 0.0,  # LARP: perceptual_weight 1.0; not built here, must stay 0
+    "gan": 0.0,  # LARP: disc_weight 0.3; not built here, must stay 0
 }
 
 
@@ -83,6 +92,7 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         self.size, self.stage, self.seed = size, stage, int(seed)
         self.tokenizer_cfg = merge_settings(tokenizer, DEFAULT_TOKENIZER, "tokenizer")
         self.ar_cfg = merge_settings(ar, DEFAULT_AR, "ar")
+        self.cond_frames = int(self.ar_cfg["cond_frames"])
         self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
         self.optim = merge_settings(optim, DEFAULT_OPTIM, "optim")
         self.loss_weights = merge_settings(tokenizer_loss, DEFAULT_TOKENIZER_LOSS, "tokenizer_loss")
@@ -93,6 +103,11 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
             self.tokenizer = self._build_tokenizer()
             self.ar = self._build_ar(int(num_classes))
         self.tokenizer.set_vq_eval_deterministic(bool(self.tokenizer_cfg["deterministic"]))
+        if self.ar.frame_prediction and not 1 <= self.cond_frames < self.tokenizer.frame_num:
+            raise ConfigError(
+                f"model.ar.cond_frames={self.cond_frames}: a frame-prediction AR observes 1 to "
+                f"{self.tokenizer.frame_num - 1} of the tokenizer's {self.tokenizer.frame_num} frames"
+            )
         frozen = self.tokenizer if stage == "ar" else self.ar
         frozen.requires_grad_(False).eval()
 
@@ -103,15 +118,42 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
 
     def _build_tokenizer(self) -> LARPTokenizer:
         with_prior = self.stage == "tokenizer"  # the GPTC prior is a training-only part
-        if self._random("tokenizer"):
-            return LARPTokenizer(**larp_tokenizer_config(SIZES[self.size][0]), build_prior=with_prior)
         t = self.tokenizer_cfg
+        if self._random("tokenizer"):
+            config = larp_tokenizer_config(SIZES[self.size][0], **(t["preset"] or {}))
+            config["bottleneck"]["args"]["regularizer"]["args"].update(t["vq"] or {})
+            tokenizer = LARPTokenizer(**config, build_prior=with_prior)
+            if t["ckpt"] is not None:
+                load_tokenizer_ckpt(tokenizer, t["ckpt"])
+            return tokenizer
+        if t["ckpt"] is not None or t["vq"] or t["preset"]:
+            raise ConfigError(
+                "model.tokenizer.ckpt / preset / vq apply to a random preset tokenizer (size=tiny or "
+                f"pretrained null); this one is {t['pretrained']}"
+            )
         return LARPTokenizer.from_pretrained(t["pretrained"], t["revision"], with_prior=with_prior)
 
     def _build_ar(self, num_classes: int) -> LARPAR:
+        fp = bool(self.ar_cfg["frame_prediction"])
         if self._random("ar"):
-            return LARPAR(larp_ar_config(SIZES[self.size][1], num_classes=num_classes))
+            if not fp:
+                return LARPAR(larp_ar_config(SIZES[self.size][1], num_classes=num_classes))
+            t = self.tokenizer  # LARP's FP trainer sizes the AR from the tokenizer: N ids, +1 separator
+            return LARPAR(
+                larp_ar_config(
+                    SIZES[self.size][1],
+                    num_classes=num_classes,
+                    frame_prediction=True,
+                    cls_token_num=t.bottleneck_token_num + 1,
+                    max_seq_len=t.bottleneck_token_num,
+                    vocab_size=t.codebook_size,
+                )
+            )
         ar = LARPAR.from_pretrained(self.ar_cfg["pretrained"], self.ar_cfg["revision"])
+        if fp and not ar.frame_prediction:
+            raise ConfigError(
+                f"model.ar.frame_prediction=true but {self.ar_cfg['pretrained']} is a class-conditional AR"
+            )
         if not ar.frame_prediction and ar.num_classes != num_classes:
             raise ConfigError(
                 f"{self.ar_cfg['pretrained']} has {ar.num_classes} classes, model.num_classes={num_classes}: "
@@ -181,11 +223,21 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         """The frozen tokenizer's ids [B, N] of clip [B, 3, T, S, S] (deterministic VQ in eval mode)."""
         return self.tokenizer.encode(clip.to(self.tokenizer.dtype))["bottleneck_rep"].long()
 
+    def condition(self, clip: torch.Tensor) -> torch.Tensor:
+        """A frame-prediction AR's condition of clip [B, 3, T, S, S]: the ids of its first cond_frames frames
+        padded to T with the last of them (LARP's repeat_to_m_frames), then the separator id: [B, N + 1]."""
+        n, T = self.cond_frames, clip.shape[2]
+        given = torch.cat([clip[:, :, :n], clip[:, :, n - 1 : n].expand(-1, -1, T - n, -1, -1)], 2)
+        ids = self.tokens(given)  # [B, N]
+        return torch.cat([ids, ids.new_full((ids.shape[0], 1), self.tokenizer.codebook_size)], 1)
+
     def ar_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        if self.ar.frame_prediction:
-            raise ConfigError("training a frame-prediction LARP AR is not built; use a class-conditional AR")
-        ids = self.tokens(self.clip(batch["video"]))  # [B, N]
-        _, loss = self.ar(idx=ids[:, :-1], cond_idx=self.labels(batch, ids.shape[0]), targets=ids)
+        """Teacher-forced cross-entropy of the clip's ids given its class label (class-conditional) or the ids
+        of its first cond_frames frames (frame prediction; LARP's larp_ar_fp_trainer)."""
+        clip = self.clip(batch["video"])  # [B, 3, T, S, S]
+        ids = self.tokens(clip)  # [B, N]
+        cond = self.condition(clip) if self.ar.frame_prediction else self.labels(batch, ids.shape[0])
+        _, loss = self.ar(idx=ids[:, :-1], cond_idx=cond, targets=ids)
         return loss
 
     def tokenizer_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -237,6 +289,21 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         schedule = lr_lambda(str(o["lr_type"]), warmup, total, float(o["min_lr_mult"]))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_tokenizer_ckpt(tokenizer: LARPTokenizer, path: str | Path) -> None:
+    """The tokenizer.* weights of a stage=tokenizer LARPModule checkpoint into `tokenizer`, strictly (the
+    GPTC prior's keys are skipped when `tokenizer` was built without it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.tokenizer.ckpt: no file {path} (a stage=tokenizer run's last.ckpt)")
+    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict", {})
+    state = {k.removeprefix("tokenizer."): v for k, v in state.items() if k.startswith("tokenizer.")}
+    if tokenizer.prior_model is None:
+        state = {k: v for k, v in state.items() if not k.startswith("prior_model.")}
+    if not state:
+        raise ConfigError(f"model.tokenizer.ckpt: {path} holds no tokenizer.* weights (a stage=ar run?)")
+    load_state_strict(tokenizer, state, str(path), "the LARP tokenizer preset")
 
 
 def lr_lambda(kind: str, warmup: int, total: int, min_mult: float):
