@@ -79,8 +79,9 @@ def test_untrained_model_is_below_both_baselines(tmp_path):
 
 @pytest.mark.slow
 def test_demo_larp_recipe_beats_both_baselines(tmp_path):
-    """The full recipe (make demo-larp's step counts): ~10 CPU minutes on 2 idle cores."""
-    trainer, cfg = _train_both(tmp_path, tok_steps=1200, ar_steps=1000)
+    """The full recipe (make demo-larp's step counts): ~14 CPU minutes on 2 idle cores. PSNR only: the
+    blurry reconstructions of the small tokenizer lose to repeat_last on SSIM (closing note of issue 20)."""
+    trainer, cfg = _train_both(tmp_path, tok_steps=2000, ar_steps=1000)
     scores = _scores(trainer.lightning_module, cfg)
     assert scores["model"] > max(scores["repeat_last"], scores["blank"]), scores
 
@@ -90,4 +91,4 @@ def test_short_recipe_lowers_both_losses(tmp_path):
     trainer, _ = _train_both(tmp_path, tok_steps=30, ar_steps=60)
     assert trainer.global_step == 60
     loss = float(trainer.callback_metrics["train/loss"])
-    assert loss < 0.5 * torch.log(torch.tensor(64.0)).item(), loss  # uniform over 64 codes: 4.16 nats
+    assert loss < 0.5 * torch.log(torch.tensor(256.0)).item(), loss  # uniform over 256 codes: 5.55 nats
