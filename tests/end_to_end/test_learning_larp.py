@@ -6,12 +6,9 @@ import pytest
 import torch
 from conftest import compose_cfg
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from test_learning import _scores  # PSNR of the model's test continuations and of both baselines
 
 from videxp import train
-from videxp.inference.loop import complete_videos, resolve_inference
-from videxp.metrics import PSNR
-from videxp.metrics.baselines import baseline_prediction
 
 QUIET = [
     "dataset.source.num_videos={train: 100000, val: 4, test: 16}",
@@ -21,38 +18,6 @@ QUIET = [
     "logger=[]",
 ]
 AR_QUIET = ["callbacks.sample_metrics.num_videos=0", "callbacks.learning_curves.print_progress=false"]
-
-
-def _psnr(pred: torch.Tensor, real: torch.Tensor, obs: int) -> float:
-    """Mean PSNR (dB) of the generated frames of pred vs real, both [B, T, C, H, W] in [0, 1]."""
-    metric = PSNR()
-    B, T = real.shape[:2]
-    metric.update(
-        pred[:, obs:].contiguous(),
-        real[:, obs:].contiguous(),
-        video_index=list(range(B)),
-        sample_index=[0] * B,
-        frame_index=list(range(obs, T)),
-    )
-    return metric.compute()["value"]
-
-
-def _scores(model, cfg) -> dict[str, float]:
-    """PSNR of the model's continuations of the test videos, and of both baselines on the same frames."""
-    dataset = instantiate(cfg.dataset).dataset("test")
-    real = torch.stack([dataset[i]["video"] for i in range(len(dataset))])  # [B, T, C, H, W] in [-1, 1]
-    generator = model.eval().generator()
-    params = resolve_inference(OmegaConf.to_container(cfg.inference, resolve=True), generator)
-    with torch.no_grad():
-        fake = complete_videos(
-            generator, real, params, seed=0, video_indices=range(len(real)), sample_index=0
-        )
-    obs = int(params["obs_length"])
-    real01, fake01 = real.add(1).mul(0.5), fake.add(1).mul(0.5).clamp(0, 1)
-    scores = {"model": _psnr(fake01, real01, obs)}
-    for name in ("repeat_last", "blank"):
-        scores[name] = _psnr(baseline_prediction(name, real01, obs), real01, obs)
-    return scores
 
 
 def _train_both(tmp_path, tok_steps: int, ar_steps: int):
