@@ -54,6 +54,26 @@ DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: LARP cfgs/larp_tokenizer.yaml + l
 }
 
 
+def build_tokenizer(size: str, settings: dict[str, Any], random: bool, with_prior: bool) -> LARPTokenizer:
+    """The tokenizer `model.size` and `model.tokenizer` (DEFAULT_TOKENIZER keys) describe: with `random`, the
+    size's preset with random weights (`preset` / `vq` overrides, then `ckpt`'s weights), else `pretrained`
+    (hub id, folder or file). `with_prior`: build the training-only GPTC prior too."""
+    t = {**DEFAULT_TOKENIZER, **settings}
+    if random:
+        config = larp_tokenizer_config(SIZES[size][0], **(t["preset"] or {}))
+        config["bottleneck"]["args"]["regularizer"]["args"].update(t["vq"] or {})
+        tokenizer = LARPTokenizer(**config, build_prior=with_prior)
+        if t["ckpt"] is not None:
+            load_tokenizer_ckpt(tokenizer, t["ckpt"])
+        return tokenizer
+    if t["ckpt"] is not None or t["vq"] or t["preset"]:
+        raise ConfigError(
+            "model.tokenizer.ckpt / preset / vq apply to a random preset tokenizer (size=tiny or "
+            f"pretrained null); this one is {t['pretrained']}"
+        )
+    return LARPTokenizer.from_pretrained(t["pretrained"], t["revision"], with_prior=with_prior)
+
+
 class LARPModule(SavesTrainedOnly, L.LightningModule):
     """LARP's tokenizer + AR prior. stage=ar trains the AR on the ids of the frozen tokenizer (deterministic
     VQ), teacher-forced cross-entropy with class labels (dropped to the null class at the AR's
@@ -117,21 +137,8 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         return self.size == "tiny" or cfg["pretrained"] is None
 
     def _build_tokenizer(self) -> LARPTokenizer:
-        with_prior = self.stage == "tokenizer"  # the GPTC prior is a training-only part
-        t = self.tokenizer_cfg
-        if self._random("tokenizer"):
-            config = larp_tokenizer_config(SIZES[self.size][0], **(t["preset"] or {}))
-            config["bottleneck"]["args"]["regularizer"]["args"].update(t["vq"] or {})
-            tokenizer = LARPTokenizer(**config, build_prior=with_prior)
-            if t["ckpt"] is not None:
-                load_tokenizer_ckpt(tokenizer, t["ckpt"])
-            return tokenizer
-        if t["ckpt"] is not None or t["vq"] or t["preset"]:
-            raise ConfigError(
-                "model.tokenizer.ckpt / preset / vq apply to a random preset tokenizer (size=tiny or "
-                f"pretrained null); this one is {t['pretrained']}"
-            )
-        return LARPTokenizer.from_pretrained(t["pretrained"], t["revision"], with_prior=with_prior)
+        random = self._random("tokenizer")
+        return build_tokenizer(self.size, self.tokenizer_cfg, random, with_prior=self.stage == "tokenizer")
 
     def _build_ar(self, num_classes: int) -> LARPAR:
         fp = bool(self.ar_cfg["frame_prediction"])

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videxp.errors import ConfigError
+
 __all__ = ["Bottleneck", "Generators", "VectorQuantizer", "multinomial_rows"]
 
 Generators = torch.Generator | Sequence[torch.Generator] | None  # one for the batch, or one per row
@@ -176,13 +178,15 @@ class Bottleneck(nn.Module):
     ):
         super().__init__()
         if norm is not None and str(norm).lower() not in ("no", "none"):
-            raise NotImplementedError(
-                f"bottleneck norm {norm!r}: only 'none' (LARP's released setting) is built"
+            raise ConfigError(
+                f"bottleneck norm {norm!r}: videxp's LARP has norm 'none' only (every released LARP config)"
             )
         if regularizer is None or str(regularizer.get("name", "")).lower() != "vq":
-            raise NotImplementedError(f"bottleneck regularizer {regularizer!r}: only 'vq' is built")
+            raise ConfigError(
+                f"bottleneck regularizer {regularizer!r}: videxp's LARP has the 'vq' regularizer only"
+            )
         if bottleneck_dim <= 0:
-            raise NotImplementedError("bottleneck_dim <= 0 (no projection) is not built")
+            raise ConfigError("bottleneck_dim must be > 0: videxp's LARP always projects to the bottleneck")
         self.bottleneck_dim, self.token_nums = bottleneck_dim, token_nums
         self.in_linear = nn.Linear(input_dim, bottleneck_dim)
         self.out_linear = nn.Linear(bottleneck_dim, output_dim)

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videxp.errors import ConfigError
 from videxp.models.larp import hub
 from videxp.models.larp.layers import (
     OutputLayer,
@@ -190,7 +191,7 @@ class LARPTokenizer(nn.Module):
         self.options = {k: args[k] for k in VIDEXP_OPTIONS}
         for name in (transformer_name, encoder_name, decoder_name):
             if not _is_none(name) and name != TRANSFORMER:
-                raise NotImplementedError(f"transformer {name!r}: only {TRANSFORMER!r} is built")
+                raise ConfigError(f"transformer {name!r}: videxp's LARP has {TRANSFORMER!r} only")
         if not learned_encoder_latent_query_embed and encoder_query_gaussian_init:
             raise ValueError("encoder_query_gaussian_init needs learned_encoder_latent_query_embed")
         if input_size % decoder_patch_size or frame_num % decoder_temporal_patch_size:
@@ -255,7 +256,7 @@ class LARPTokenizer(nn.Module):
         self.encoder = TransformerEncoderParallel(De, encoder_depth, int(encoder_num_heads), ln_eps)
         self.decoder = TransformerEncoderParallel(Dd, decoder_depth, int(decoder_num_heads), ln_eps)
         if bottleneck.get("name", "bottleneck") != "bottleneck":
-            raise NotImplementedError(f"bottleneck {bottleneck.get('name')!r}: only 'bottleneck' is built")
+            raise ConfigError(f"bottleneck {bottleneck.get('name')!r}: videxp's LARP has 'bottleneck' only")
         bargs = copy.deepcopy(dict(bottleneck["args"]))
         self.bottleneck_dim = bargs["bottleneck_dim"]
         self.bottleneck = Bottleneck(**{**bargs, "token_nums": N, "input_dim": De, "output_dim": Dd})

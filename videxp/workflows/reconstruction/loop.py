@@ -20,9 +20,10 @@ from videxp.scoring.selection import build_metrics
 from videxp.utils.io import write_json, write_npy
 from videxp.utils.provenance import provenance
 from videxp.video import to_uint8
+from videxp.weights.files import parse_dtype
 from videxp.workflows.reconstruction.chunks import chunk_folder, load_chunk, merge_chunks, run_key, save_chunk
 from videxp.workflows.reconstruction.codec import reconstruct, vq_generators
-from videxp.workflows.reconstruction.tokenizer import DTYPES, build_tokenizer, tokenizer_settings
+from videxp.workflows.reconstruction.tokenizer import build_tokenizer, tokenizer_settings
 
 DEFAULTS = {  # reconstruction.* (experiment/ucf101_larp_rfvd.yaml documents them)
     "split": "test",
@@ -75,7 +76,7 @@ def score_chunk(
         group = videos[i : i + s["batch_size"]]
         real = clip_batch(dataset, group).to(device)  # [B, T, C, H, W]
         gens = None if tok["deterministic"] else vq_generators(seed, group, device)
-        fake, _ = reconstruct(tokenizer, real, gens, DTYPES[tok["dtype"]])  # [B, T, C, H, W]
+        fake, _ = reconstruct(tokenizer, real, gens, parse_dtype(tok["dtype"]))  # [B, T, C, H, W]
         index = {"video_index": group, "sample_index": [0] * len(group)}
         for metric in metrics.values():
             if isinstance(metric, DistributionMetric):

@@ -8,10 +8,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from videxp.errors import ConfigError
-from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
+from videxp.models.larp.module import DEFAULT_TOKENIZER
+from videxp.models.larp.module import build_tokenizer as build_larp_tokenizer
+from videxp.models.larp.tokenizer import LARPTokenizer
+from videxp.weights.files import parse_dtype
 
-SIZES = {"paper": "larp_l_long", "tiny": "tiny"}  # model.size -> tokenizer preset (random weights)
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+SIZES = ("paper", "tiny")  # model.size of conf/model/larp.yaml
 
 
 def tokenizer_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -24,34 +26,39 @@ def tokenizer_settings(cfg: DictConfig) -> dict[str, Any]:
             f"{sorted(SIZES)} (use model=larp)"
         )
     dtype = str(OmegaConf.select(cfg, "model.tokenizer.dtype", default="fp32"))
-    if dtype not in DTYPES:
-        raise ConfigError(f"model.tokenizer.dtype={dtype!r}: use one of {sorted(DTYPES)}")
+    try:
+        parse_dtype(dtype)
+    except ValueError as err:
+        raise ConfigError(f"model.tokenizer.dtype: {err}") from None
     own = OmegaConf.select(cfg, "reconstruction.deterministic")  # null: the model's setting
     model = OmegaConf.select(cfg, "model.tokenizer.deterministic", default=True)
     deterministic = model if own is None else own
     if not isinstance(deterministic, bool):
         raise ConfigError(f"reconstruction.deterministic must be true, false or null, got {deterministic!r}")
+    node = OmegaConf.select(cfg, "model.tokenizer", default=None)
+    given = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    unknown = set(given) - set(DEFAULT_TOKENIZER)
+    if unknown:
+        known = sorted(DEFAULT_TOKENIZER)
+        raise ConfigError(f"model.tokenizer: unknown keys {sorted(unknown)}; known: {known}")
     return {
+        **DEFAULT_TOKENIZER,
+        **given,
+        "pretrained": given.get("pretrained"),  # absent: random weights (the module's default is the hub id)
         "size": size,
-        "pretrained": OmegaConf.select(cfg, "model.tokenizer.pretrained"),
-        "revision": OmegaConf.select(cfg, "model.tokenizer.revision"),
         "dtype": dtype,
         "deterministic": deterministic,
     }
 
 
 def build_tokenizer(settings: dict[str, Any], seed: int, device: torch.device) -> LARPTokenizer:
-    """The tokenizer in eval mode on `device` (fp32 weights; `dtype` is the autocast of encode / decode):
-    `pretrained` (hub id, folder or weight file) when set, else the `size` preset with weights seeded by
-    `seed`. The VQ argmaxes its ids when `deterministic`, else samples them (LARP's default)."""
-    if settings["pretrained"] is not None:
-        tokenizer = LARPTokenizer.from_pretrained(
-            str(settings["pretrained"]), settings["revision"], with_prior=False, device=device
-        )
-    else:
-        torch.manual_seed(int(seed))  # random weights: the same for every run with this seed
-        tokenizer = LARPTokenizer(**larp_tokenizer_config(SIZES[settings["size"]], build_prior=False))
-        tokenizer = tokenizer.to(device)
-    tokenizer.eval()
+    """The tokenizer in eval mode on `device` (fp32 weights; `dtype` is the autocast of encode / decode), as
+    LARPModule builds it (`pretrained`, else the `size` preset with `preset` / `vq` / `ckpt`), without the
+    training prior; random weights are seeded by `seed`. The VQ argmaxes its ids when `deterministic`, else
+    samples them (LARP's default)."""
+    torch.manual_seed(int(seed))  # random weights: the same for every run with this seed
+    keys = {k: settings[k] for k in DEFAULT_TOKENIZER}
+    random = settings["pretrained"] is None  # a pretrained tokenizer is loaded whatever model.size says
+    tokenizer = build_larp_tokenizer(settings["size"], keys, random, with_prior=False).to(device).eval()
     tokenizer.set_vq_eval_deterministic(bool(settings["deterministic"]))
     return tokenizer
