@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from videxp.data.clips import ClipSampler
-from videxp.data.order import ResumableShuffle
+from videxp.data.order import ResumableShuffle, training_order
 from videxp.data.records import DEFAULT_PROMPT, SPLITS, class_prompt
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
@@ -202,18 +202,8 @@ class VideoDataModule(L.LightningDataModule):
         """Shuffled training clips. On one process the order is a stream fixed by the run seed and read
         from the batches already done (ResumableShuffle): a resumed run continues it exactly. Several
         processes (DDP) keep Lightning's distributed sampler, which restarts the epoch on resume."""
-        trainer = self.trainer
-        if trainer is None or trainer.world_size > 1:
-            return self._loader("train", shuffle=True)
-        progress = trainer.fit_loop.epoch_loop.batch_progress.total  # restored from a checkpoint on resume
-
-        def position() -> int:
-            return progress.processed * self.batch_size  # draws used: batches whose step ran x batch size
-
-        seed = torch.initial_seed()  # the run seed (seed_everything), the same on resume
-        return self._loader(
-            "train", shuffle=True, sampler=ResumableShuffle(len(self.dataset("train")), seed, position)
-        )
+        order = training_order(self.trainer, len(self.dataset("train")), self.batch_size)
+        return self._loader("train", shuffle=True, sampler=order)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -44,3 +45,18 @@ class ResumableShuffle(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         return self.size
+
+
+def training_order(trainer: Any, size: int, batch_size: int) -> ResumableShuffle | None:
+    """The resumable order of `size` training items for a Lightning `trainer` on one process: the run seed
+    (seed_everything, the same on resume) and the position read from the batches already done, restored
+    from a checkpoint on resume. None without a trainer or with several processes (DDP keeps Lightning's
+    distributed sampler, which restarts the epoch on resume)."""
+    if trainer is None or trainer.world_size > 1:
+        return None
+    progress = trainer.fit_loop.epoch_loop.batch_progress.total  # restored from a checkpoint on resume
+
+    def position() -> int:
+        return progress.processed * batch_size  # draws used: batches whose step ran x batch size
+
+    return ResumableShuffle(size, torch.initial_seed(), position)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -15,17 +14,27 @@ import h5py
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from videxp.data import h5_cache
 from videxp.data.clips import ClipSampler
 from videxp.data.datamodule import VideoDataModule
+from videxp.data.h5_cache import (
+    VIDEOS,
+    ProcessLocalFile,
+    as_stored,
+    cache_videos,
+    dataset_settings,
+    deterministic_transform,
+    network_settings,
+    read_video,
+    state_fingerprint,
+)
 from videxp.data.records import SPLITS
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
-from videxp.video import VideoError, to_float
+from videxp.video import to_float
 
 __all__ = [
     "FORMAT",
@@ -40,52 +49,19 @@ log = logging.getLogger(__name__)
 
 FORMAT = "videxp.latent_cache/1"
 DTYPES = ("float32", "float16")  # storage dtypes (HDF5 has no bfloat16)
-VIDEOS = "videos"  # group holding one dataset [T, C, h, w] per cached video, named by source index
-PARTIAL = ".partial"  # suffix of a cache being written; renamed onto the target when complete
+# group VIDEOS (h5_cache) holds one dataset [T, C, h, w] per cached video, named by its source index
 
 
 # ----------------------------------------------------------------------------- settings and manifest
 
 
-def state_fingerprint(module: nn.Module) -> str:
-    """sha256 over a module's state dict: per key (sorted) its name, dtype, shape and raw bytes."""
-    digest = hashlib.sha256()
-    for key, value in sorted(module.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _plain(obj: Any) -> Any:
-    """`obj` as JSON-ready plain data (OmegaConf containers resolved, tuples as lists, others as str)."""
-    if OmegaConf.is_config(obj):
-        obj = OmegaConf.to_container(obj, resolve=True)
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        return obj.item()
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    return str(obj)
-
-
 def _eval_transform(datamodule: VideoDataModule, split: str) -> ClipTransform:
     """The split's frame transform; an error when it is random (one stored encoding per frame) or not RGB."""
-    transform = datamodule.clip_transform(split)
-    where = f"latent cache of {datamodule.name}/{split}"
-    if transform.random:
-        what = f"augment={transform.augment!r}" if transform.augment else "resize_mode='random_crop'"
-        raise ValueError(
-            f"{where}: the frame transform is random ({what}); a cache stores one deterministic encoding "
-            "per frame: use resize_mode squash / center_crop and no augmentation (dataset.transform)"
-        )
+    transform = deterministic_transform(datamodule, split, "latent cache")
     if transform.channels != 3:
         raise ValueError(
-            f"{where}: the autoencoder takes RGB frames [N, 3, H, W], but dataset.channels="
-            f"{transform.channels}; set dataset.channels=3"
+            f"latent cache of {datamodule.name}/{split}: the autoencoder takes RGB frames [N, 3, H, W], but "
+            f"dataset.channels={transform.channels}; set dataset.channels=3"
         )
     return transform
 
@@ -99,55 +75,18 @@ def _settings(
     dtype: str,
 ) -> dict[str, Any]:
     """Everything that determines the cached latents (compared field by field before any reuse)."""
-    ids = "\n".join(source.record(i).video_id for i in range(len(source)))
-    describe = source.describe()
     settings = {
-        "encoder": {
-            "class": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
-            "fingerprint": state_fingerprint(encoder),
-        },
-        "dataset": {
-            "name": datamodule.name,
-            "split": split,
-            "root": describe.get("root"),
-            "source": _plain(getattr(datamodule.source, "keywords", None) or describe),
-            "num_videos": len(source),
-            "video_ids_sha256": hashlib.sha256(ids.encode()).hexdigest(),
-        },
+        "encoder": network_settings(encoder),
+        "dataset": dataset_settings(datamodule, split, source),
         "transform": transform.settings(),
         "dtype": dtype,
     }
-    return json.loads(json.dumps(_plain(settings)))  # as it reads back from the file
-
-
-def _difference(cached: Any, wanted: Any, prefix: str = "") -> tuple[str, Any, Any] | None:
-    """The first (dotted field, cached value, wanted value) where two settings trees differ, or None."""
-    if isinstance(cached, dict) and isinstance(wanted, dict):
-        for key in sorted(set(cached) | set(wanted)):
-            field = f"{prefix}{key}"
-            if key not in cached or key not in wanted:
-                return field, cached.get(key, "<absent>"), wanted.get(key, "<absent>")
-            found = _difference(cached[key], wanted[key], f"{field}.")
-            if found is not None:
-                return found
-        return None
-    return None if cached == wanted else (prefix.rstrip("."), cached, wanted)
+    return as_stored(settings)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a finished cache: ``format``, ``settings`` and ``summary`` (videos, frames, failed)."""
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            manifest = json.loads(f.attrs["manifest"])
-            summary = json.loads(f.attrs["summary"]) if "summary" in f.attrs else None
-    except (OSError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable videxp latent cache ({type(e).__name__}: {e})") from e
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    if summary is None:
-        raise ValueError(f"{path}: unfinished latent cache (no summary); rebuild it with write_latent_cache")
-    return {**manifest, "summary": summary}
+    return h5_cache.read_manifest(path, FORMAT, "latent cache", "write_latent_cache")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -168,31 +107,6 @@ def _encode_batches(
                 f"{getattr(z, 'shape', type(z).__name__)}"
             )
         yield z.float().cpu().numpy()
-
-
-def _read_video(source: VideoSource, transform: ClipTransform, i: int) -> np.ndarray:
-    """All frames of video `i`, transformed: uint8 [T, h, w, 3]; VideoError when the count is off."""
-    n = int(source.num_frames(i))
-    frames = source.read(i, np.arange(n))  # [T, H, W, 3] uint8
-    if frames.shape[0] != n:
-        raise VideoError(f"read {frames.shape[0]} frames, the source reports {n}")
-    return transform(frames)  # [T, h, w, 3]
-
-
-def _open_partial(partial: Path, settings: dict[str, Any]) -> str:
-    """h5py mode for the partial cache: ``a`` to resume one written with the same settings, else ``w``."""
-    if not partial.exists():
-        return "w"
-    try:
-        with h5py.File(partial, "r") as f:
-            found = _difference(json.loads(f.attrs["manifest"])["settings"], settings)
-    except (OSError, KeyError, ValueError) as e:
-        log.warning("%s: unreadable partial cache (%s: %s); starting over", partial, type(e).__name__, e)
-        return "w"
-    if found is not None:
-        log.warning("%s: partial cache made with another %s (%r); starting over", partial, *found[:2])
-        return "w"
-    return "a"
 
 
 def write_latent_cache(
@@ -233,75 +147,35 @@ def write_latent_cache(
     transform = _eval_transform(datamodule, split)
     source = datamodule.source(split=split)
     settings = _settings(datamodule, split, source, transform, encoder, dtype)
-    if path.exists():
-        manifest = read_manifest(path)
-        found = _difference(manifest["settings"], settings)
-        if found is not None:
-            field, cached, wanted = found
-            raise ValueError(
-                f"{path}: latent cache made with {field}={cached!r}, this run has {field}={wanted!r}; "
-                "delete the file or use another cache folder"
-            )
-        log.info("%s: latent cache complete with matching settings; nothing to do", path)
+    manifest = h5_cache.matching_cache(path, settings, FORMAT, "latent cache", "write_latent_cache")
+    if manifest is not None:
         return {**manifest["summary"], "path": str(path), "status": "cached", "written": 0, "resumed": 0}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + PARTIAL)
-    mode = _open_partial(partial, settings)
+    def write(videos: h5py.Group, name: str, i: int, clip: np.ndarray) -> h5py.Dataset:
+        ds = None
+        t = 0
+        for z in _encode_batches(encoder, clip, batch_frames, device):  # [B, C, h, w]
+            if ds is None:
+                ds = videos.create_dataset(name, shape=(len(clip), *z.shape[1:]), dtype=dtype)
+            ds[t : t + len(z)] = z
+            t += len(z)
+        return ds
+
     was_training = encoder.training
     encoder.eval().to(device)
-    failed: list[dict[str, Any]] = []
-    written = resumed = 0
     try:
-        with h5py.File(partial, mode) as f, torch.no_grad():
-            if mode == "w":
-                f.attrs["manifest"] = json.dumps({"format": FORMAT, "settings": settings})
+        with h5_cache.writing(path, settings, FORMAT) as f, torch.no_grad():
             videos = f.require_group(VIDEOS)
-            bar = tqdm(range(len(source)), desc=f"latents {datamodule.name}/{split}", disable=not progress)
-            for i in bar:
-                name = f"{i:06d}"
-                if name in videos:
-                    if bool(videos[name].attrs.get("complete", False)):
-                        resumed += 1
-                        continue
-                    del videos[name]  # interrupted mid-video
-                record = source.record(i)
-                try:
-                    clip = _read_video(source, transform, i)  # [T, h, w, 3]
-                except Exception as e:  # noqa: BLE001 - any unreadable video is reported and skipped
-                    reason = f"{type(e).__name__}: {e}"
-                    log.warning(
-                        "%s: cannot read video %d (%s), skipped: %s", path, i, record.video_id, reason
-                    )
-                    failed.append({"index": i, "video_id": record.video_id, "reason": reason})
-                    continue
-                ds = None
-                t = 0
-                for z in _encode_batches(encoder, clip, batch_frames, device):  # [B, C, h, w]
-                    if ds is None:
-                        ds = videos.create_dataset(name, shape=(len(clip), *z.shape[1:]), dtype=dtype)
-                    ds[t : t + len(z)] = z
-                    t += len(z)
-                ds.attrs.update(
-                    {
-                        "video_id": record.video_id,
-                        "label": -1 if record.label is None else int(record.label),
-                        "class_name": record.class_name or "",
-                        "path": record.path,
-                        "num_frames": len(clip),
-                        "fps": math.nan if source.fps(i) is None else float(source.fps(i)),
-                        "source_index": i,
-                    }
-                )
-                ds.attrs["complete"] = True  # last: marks the video done for a resumed run
-                f.flush()
-                written += 1
+            written, resumed, failed = cache_videos(
+                videos,
+                source,
+                lambda i: read_video(source, transform, i),  # [T, h, w, 3]
+                write,
+                where=str(path),
+                desc=f"latents {datamodule.name}/{split}",
+                progress=progress,
+            )
             names = sorted(videos)
-            if not names:
-                raise ValueError(
-                    f"{path}: no video of {datamodule.name}/{split} could be read ({len(failed)} failed; "
-                    f"first: {failed[0] if failed else None})"
-                )
             summary = {
                 "num_videos": len(names),
                 "num_frames": int(sum(videos[n].shape[0] for n in names)),
@@ -311,9 +185,6 @@ def write_latent_cache(
             f.attrs["summary"] = json.dumps(summary)
     finally:
         encoder.train(was_training)
-    os.replace(partial, path)
-    if failed:
-        log.warning("%s: %d of %d videos could not be read, not cached", path, len(failed), len(source))
     log.info("%s: %d videos encoded, %d kept from a partial cache", path, written, resumed)
     return {**summary, "path": str(path), "status": "written", "written": written, "resumed": resumed}
 
@@ -371,16 +242,13 @@ class LatentClipDataset(Dataset):
                 f"{self.path}: no clip of {clip_length} latent frames fits any of the {len(self.names)} "
                 f"cached videos ({len(self.sampler.skipped)} skipped as too short)"
             )
-        self._files: dict[int, h5py.File] = {}  # pid -> handle; a forked worker never uses its parent's
+        self._file = ProcessLocalFile(self.path)  # opened lazily, once per process
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def _videos(self) -> h5py.Group:
-        pid = os.getpid()
-        if pid not in self._files:
-            self._files[pid] = h5py.File(self.path, "r")
-        return self._files[pid][VIDEOS]
+        return self._file.get()[VIDEOS]
 
     def _rng(self, i: int) -> np.random.Generator:
         if self.sampler.mode == "random":
@@ -405,14 +273,7 @@ class LatentClipDataset(Dataset):
 
     def close(self) -> None:
         """Close this process's file handle (reopened on the next access)."""
-        handle = self._files.pop(os.getpid(), None)
-        if handle is not None:
-            handle.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_files"] = {}  # spawned workers open their own handle
-        return state
+        self._file.close()
 
 
 class LatentDataModule(L.LightningDataModule):
