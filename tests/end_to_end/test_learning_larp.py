@@ -57,3 +57,29 @@ def test_short_recipe_lowers_both_losses(tmp_path):
     assert trainer.global_step == 60
     loss = float(trainer.callback_metrics["train/loss"])
     assert loss < 0.5 * torch.log(torch.tensor(256.0)).item(), loss  # uniform over 256 codes: 5.55 nats
+
+
+def test_token_cache_run_trains_on_cached_ids(tmp_path):
+    """videxp-train experiment=demo_larp model.token_cache=<folder>: the ids are encoded once (train and val),
+    the AR trains on them, validation samples pixels; a rerun reuses the cache."""
+    cache = tmp_path / "cache"
+    over = [
+        "experiment=demo_larp",
+        f"model.token_cache={cache}",
+        "model.token_cache_options.flip=true",
+        "trainer.max_steps=3",
+        *QUIET,
+        *AR_QUIET,
+        "dataset.source.num_videos={train: 8, val: 2, test: 2}",
+        "dataset.batch_size=4",
+        "trainer.limit_val_batches=1",
+        "trainer.val_check_interval=3",
+        "callbacks.sample_metrics.num_videos=1",  # sampled from the pixel clips of the val split
+    ]
+    trainer = train.run(compose_cfg("train", over, tmp_path / "run"))
+    assert trainer.global_step == 3 and type(trainer.datamodule).__name__ == "TokenDataModule"
+    assert {p.name for p in cache.iterdir()} == {"train.h5", "val.h5"}
+    assert {s["status"] for s in trainer.datamodule.summaries.values()} == {"written"}
+    assert torch.isfinite(trainer.callback_metrics["train/loss"]) and "val/loss" in trainer.callback_metrics
+    again = train.run(compose_cfg("train", [*over, "trainer.max_steps=1"], tmp_path / "again"))
+    assert {s["status"] for s in again.datamodule.summaries.values()} == {"cached"}

@@ -10,10 +10,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from videxp.data.datamodule import VideoDataModule
 from videxp.errors import ConfigError
 from videxp.models.diffusers_common import merge_settings, resize_frames
 from videxp.models.larp.ar import LARPAR, larp_ar_config
 from videxp.models.larp.generator import DEFAULT_SAMPLING, LARPGenerator
+from videxp.models.larp.token_cache import TokenDataModule
 from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
 from videxp.models.partial_training import SavesTrainedOnly
 from videxp.weights.state_check import load_state_strict
@@ -53,6 +55,13 @@ DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: LARP cfgs/larp_tokenizer.yaml + l
     "gan": 0.0,  # LARP: disc_weight 0.3; not built here, must stay 0
 }
 
+DEFAULT_TOKEN_CACHE_OPTIONS = {  # stage=ar with model.token_cache: how the cache is built (token_cache.py)
+    "windows_per_video": None,  # training windows per video: None = every start the clip sampler may draw
+    "flip": False,  # also each training window mirrored left-right; training draws either view
+    "batch_clips": 32,  # windows per tokenizer call while building
+    "device": "auto",  # where the tokenizer encodes while building: the trainer's device, or cpu / cuda
+}
+
 
 def build_tokenizer(size: str, settings: dict[str, Any], random: bool, with_prior: bool) -> LARPTokenizer:
     """The tokenizer `model.size` and `model.tokenizer` (DEFAULT_TOKENIZER keys) describe: with `random`, the
@@ -80,7 +89,8 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
     class_dropout_prob for guidance); stage=tokenizer trains the tokenizer with its own training forward (L1 +
     L2 reconstruction, the VQ losses and the prior's latent CE). `state_dict()` holds the trained network
     only; the other is rebuilt from its config. `size=tiny` or a null `pretrained` builds random networks
-    from the presets."""
+    from the presets. `token_cache` (a folder, stage=ar): the tokenizer's ids of each split are encoded once
+    (`token_cache_options`: DEFAULT_TOKEN_CACHE_OPTIONS) and the AR trains on them, with the same loss."""
 
     sampling_keys = ("sampling",)
 
@@ -102,6 +112,8 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         tokenizer_loss: dict[str, Any] | None = None,
         tiny_seed: int = 0,
         seed: int = 0,
+        token_cache: str | None = None,
+        token_cache_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -118,6 +130,11 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         self.loss_weights = merge_settings(tokenizer_loss, DEFAULT_TOKENIZER_LOSS, "tokenizer_loss")
         if self.loss_weights["lpips"] or self.loss_weights["gan"]:
             raise ConfigError("model.tokenizer_loss: the LPIPS and GAN terms are not built; set them to 0")
+        self.token_cache = None if token_cache is None else str(token_cache)
+        self.token_cache_options = merge_settings(
+            token_cache_options, DEFAULT_TOKEN_CACHE_OPTIONS, "token_cache_options"
+        )
+        self._check_token_cache()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(tiny_seed))
             self.tokenizer = self._build_tokenizer()
@@ -132,6 +149,35 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         frozen.requires_grad_(False).eval()
 
     # ----------------------------------------------------------------- building
+    def _check_token_cache(self) -> None:
+        if self.token_cache is not None and self.stage != "ar":
+            raise ConfigError(
+                f"model.token_cache={self.token_cache}: the token cache holds the frozen tokenizer's ids for "
+                f"stage=ar; stage={self.stage} trains on pixels (set model.token_cache=null)"
+            )
+        o = self.token_cache_options
+        k = o["windows_per_video"]
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ConfigError(f"model.token_cache_options.windows_per_video must be null or >= 1, got {k!r}")
+        if (
+            isinstance(o["batch_clips"], bool)
+            or not isinstance(o["batch_clips"], int)
+            or o["batch_clips"] < 1
+        ):
+            raise ConfigError(f"model.token_cache_options.batch_clips must be >= 1, got {o['batch_clips']!r}")
+
+    def prepare_datamodule(self, datamodule: L.LightningDataModule) -> L.LightningDataModule:
+        """stage=ar with `token_cache`: the AR trains on ids cached once in ``<token_cache>/<split>.h5``
+        (built on first use by the frozen tokenizer; TokenDataModule); pixels otherwise."""
+        if self.token_cache is None:
+            return datamodule
+        if not isinstance(datamodule, VideoDataModule):
+            raise ConfigError(
+                f"model.token_cache needs a VideoDataModule dataset (videxp.data.datamodule), got "
+                f"{type(datamodule).__name__}"
+            )
+        return TokenDataModule(datamodule, self.token_cache, self, **self.token_cache_options)
+
     def _random(self, what: str) -> bool:
         cfg = self.tokenizer_cfg if what == "tokenizer" else self.ar_cfg
         return self.size == "tiny" or cfg["pretrained"] is None
@@ -230,20 +276,42 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         """The frozen tokenizer's ids [B, N] of clip [B, 3, T, S, S] (deterministic VQ in eval mode)."""
         return self.tokenizer.encode(clip.to(self.tokenizer.dtype))["bottleneck_rep"].long()
 
-    def condition(self, clip: torch.Tensor) -> torch.Tensor:
-        """A frame-prediction AR's condition of clip [B, 3, T, S, S]: the ids of its first cond_frames frames
-        padded to T with the last of them (LARP's repeat_to_m_frames), then the separator id: [B, N + 1]."""
+    @property
+    def frame_prediction(self) -> bool:
+        """Whether the AR continues observed frames (condition: their ids + a separator), not a class."""
+        return bool(self.ar.frame_prediction)
+
+    def observed(self, clip: torch.Tensor) -> torch.Tensor:
+        """The observed part of clip [B, 3, T, S, S] as a clip: its first cond_frames frames padded to T with
+        the last of them (LARP's repeat_to_m_frames): [B, 3, T, S, S]."""
         n, T = self.cond_frames, clip.shape[2]
-        given = torch.cat([clip[:, :, :n], clip[:, :, n - 1 : n].expand(-1, -1, T - n, -1, -1)], 2)
-        ids = self.tokens(given)  # [B, N]
+        return torch.cat([clip[:, :, :n], clip[:, :, n - 1 : n].expand(-1, -1, T - n, -1, -1)], 2)
+
+    def with_separator(self, ids: torch.Tensor) -> torch.Tensor:
+        """Observed ids [B, N] followed by the separator id (codebook_size): the condition [B, N + 1]."""
         return torch.cat([ids, ids.new_full((ids.shape[0], 1), self.tokenizer.codebook_size)], 1)
+
+    def condition(self, clip: torch.Tensor) -> torch.Tensor:
+        """A frame-prediction AR's condition of clip [B, 3, T, S, S]: the ids of its `observed` clip, then the
+        separator id: [B, N + 1]."""
+        return self.with_separator(self.tokens(self.observed(clip)))  # [B, N + 1]
 
     def ar_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Teacher-forced cross-entropy of the clip's ids given its class label (class-conditional) or the ids
-        of its first cond_frames frames (frame prediction; LARP's larp_ar_fp_trainer)."""
-        clip = self.clip(batch["video"])  # [B, 3, T, S, S]
-        ids = self.tokens(clip)  # [B, N]
-        cond = self.condition(clip) if self.ar.frame_prediction else self.labels(batch, ids.shape[0])
+        of its first cond_frames frames (frame prediction; LARP's larp_ar_fp_trainer). The ids come from
+        the frozen tokenizer, or from a token cache's batch: ``ids`` [B, N] (+ ``cond_ids`` [B, N])."""
+        if "ids" in batch:  # model.token_cache (token_cache.py): encoded once, the same ids
+            ids = torch.as_tensor(batch["ids"], device=self.device).long()  # [B, N]
+            if self.frame_prediction:
+                if "cond_ids" not in batch:
+                    raise ValueError("a frame-prediction AR needs batch['cond_ids'] beside batch['ids']")
+                cond = self.with_separator(torch.as_tensor(batch["cond_ids"], device=self.device).long())
+            else:
+                cond = self.labels(batch, ids.shape[0])
+        else:
+            clip = self.clip(batch["video"])  # [B, 3, T, S, S]
+            ids = self.tokens(clip)  # [B, N]
+            cond = self.condition(clip) if self.frame_prediction else self.labels(batch, ids.shape[0])
         _, loss = self.ar(idx=ids[:, :-1], cond_idx=cond, targets=ids)
         return loss
 

@@ -349,6 +349,13 @@ class LARPTokenizer(nn.Module):
         self.bottleneck.regularizer.set_eval_deterministic(deterministic)
 
     @property
+    def ids_deterministic(self) -> bool:
+        """Whether encoding in eval mode gives the same ids every call: an argmin VQ, or a stochastic one set
+        eval-deterministic."""
+        vq = self.bottleneck.regularizer
+        return not vq.stochastic or bool(vq.eval_deterministic)
+
+    @property
     def device(self) -> torch.device:
         return self.final_layer.linear.weight.device
 
