@@ -7,25 +7,30 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import h5py
+import lightning as L
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from videxp.data.datamodule import VideoDataModule
+from videxp.data.order import training_order
+from videxp.data.records import SPLITS
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
 from videxp.video import VideoError
 
 __all__ = [
     "PARTIAL",
+    "CachedSplits",
     "VIDEOS",
     "ProcessLocalFile",
     "as_stored",
@@ -317,3 +322,85 @@ class ProcessLocalFile:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "_handles": {}}
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+class CachedSplits(L.LightningDataModule):
+    """Loaders over one cache file per split of a `VideoDataModule`, ``<cache_dir>/<split>.h5``.
+
+    Subclasses say how a split's file is built or checked (`build`, returning its summary) and opened as a
+    dataset (`open`). `prepare_data` (rank 0 under Lightning) builds every split; `setup` builds the splits
+    this process has not (another rank: a check once built) and opens them; `summaries` holds each split's
+    summary. Batch size, workers and pinning are the wrapped module's; the training order is the pixel
+    loader's (`training_order`: a resumed run on one process continues it exactly). `video_dataset` gives
+    the pixel clips, which validation sampling compares against.
+    """
+
+    def __init__(self, data: VideoDataModule, cache_dir: str | os.PathLike, splits: Sequence[str]):
+        super().__init__()
+        unknown = [s for s in splits if s not in SPLITS]
+        if unknown:
+            raise ValueError(f"unknown splits {unknown}; expected some of {SPLITS}")
+        self.data = data
+        self.cache_dir = Path(cache_dir)
+        self.splits = tuple(splits)
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self._datasets: dict[str, Dataset] = {}
+
+    def build(self, split: str) -> dict[str, Any]:
+        """Write (or check) the cache of one split; its summary."""
+        raise NotImplementedError
+
+    def open(self, split: str) -> Dataset:
+        """The dataset over one split's finished cache."""
+        raise NotImplementedError
+
+    def cache_path(self, split: str) -> Path:
+        """The cache file of one split."""
+        return self.cache_dir / f"{split}.h5"
+
+    def prepare_data(self) -> None:
+        for split in self.splits:
+            self.summaries[split] = self.build(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in self.splits:
+            if split not in self.summaries:
+                self.summaries[split] = self.build(split)
+            if split not in self._datasets:
+                self._datasets[split] = self.open(split)
+
+    def dataset(self, split: str) -> Dataset:
+        """The cached dataset of one split (after `setup`)."""
+        if split not in self._datasets:
+            raise ValueError(f"split {split!r} is not set up (splits: {self.splits}); call setup() first")
+        return self._datasets[split]
+
+    def video_dataset(self, split: str) -> Dataset:
+        """The wrapped pixel dataset of a split (what validation sampling compares against)."""
+        return self.data.dataset(split)
+
+    def _loader(self, split: str, sampler: Any = None) -> DataLoader:
+        workers = self.data.num_workers
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.data.batch_size,
+            shuffle=split == "train" and sampler is None,
+            sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.data.pin_memory,
+            drop_last=split == "train",
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        order = training_order(self.trainer, len(self.dataset("train")), self.data.batch_size)
+        return self._loader("train", sampler=order)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

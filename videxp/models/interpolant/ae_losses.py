@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videxp.metrics.lpips import LPIPS
+from videxp.models.pixel_losses import pixel_error
 
 REC_LOSSES = ("l1", "l2")  # pixel reconstruction term
 GAN_LOSSES = ("hinge", "vanilla")  # discriminator objective
@@ -184,11 +185,7 @@ class AutoencoderLoss(nn.Module):
         With `saturate`, a target at an end of the range [-1, 1] (black, a saturated channel) is met by any
         value beyond that end: decoded frames are clamped to the range, so only the side inside counts.
         """
-        diff = inputs.contiguous() - recon.contiguous()  # [B, C, H, W]
-        if self.saturate:
-            beyond = ((inputs <= -1) & (diff > 0)) | ((inputs >= 1) & (diff < 0))  # x̂ past the end x sits at
-            diff = diff.masked_fill(beyond, 0.0)
-        return diff.abs() if self.rec_loss == "l1" else diff.square()
+        return pixel_error(inputs.contiguous(), recon.contiguous(), self.rec_loss, -1.0, 1.0, self.saturate)
 
     def perceptual_loss(self, inputs: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
         """LPIPS distance [B, 1, 1, 1] of images in [-1, 1]; zeros when the perceptual term is off."""

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from videxp.data import h5_cache
 from videxp.data.clips import ClipSampler
@@ -31,7 +30,6 @@ from videxp.data.h5_cache import (
     read_video,
     state_fingerprint,
 )
-from videxp.data.records import SPLITS
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
 from videxp.video import to_float
@@ -276,13 +274,10 @@ class LatentClipDataset(Dataset):
         self._file.close()
 
 
-class LatentDataModule(L.LightningDataModule):
-    """Loaders of cached latent clips for a `VideoDataModule`: ``<cache_dir>/<split>.h5`` per split.
-
-    `prepare_data` (rank 0 under Lightning) builds each split's cache with `encoder` or checks that the
-    existing one matches it; `setup` does the same (a no-op once built) and opens the datasets with the
-    wrapped module's clip length, clip settings, batch size and workers.
-    """
+class LatentDataModule(h5_cache.CachedSplits):
+    """Loaders of cached latent clips for a `VideoDataModule` (`CachedSplits`: ``<cache_dir>/<split>.h5``
+    per split, built with `encoder` or checked against it; clips cut with the wrapped module's clip length
+    and clip settings)."""
 
     def __init__(
         self,
@@ -296,65 +291,14 @@ class LatentDataModule(L.LightningDataModule):
         dtype: str = "float32",
         progress: bool = True,
     ):
-        super().__init__()
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown:
-            raise ValueError(f"unknown splits {unknown}; expected some of {SPLITS}")
-        self.data = data
-        self.cache_dir = Path(cache_dir)
+        super().__init__(data, cache_dir, splits)
         self.encoder = encoder
-        self.splits = tuple(splits)
         self.options = {"batch_frames": batch_frames, "device": device, "dtype": dtype, "progress": progress}
-        self.summaries: dict[str, dict[str, Any]] = {}
-        self._datasets: dict[str, LatentClipDataset] = {}
 
-    def cache_path(self, split: str) -> Path:
-        """The cache file of one split."""
-        return self.cache_dir / f"{split}.h5"
+    def build(self, split: str) -> dict[str, Any]:
+        return write_latent_cache(self.data, split, self.encoder, self.cache_path(split), **self.options)
 
-    def prepare_data(self) -> None:
-        for split in self.splits:
-            self.summaries[split] = write_latent_cache(
-                self.data, split, self.encoder, self.cache_path(split), **self.options
-            )
-
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()
-        for split in self.splits:
-            if split not in self._datasets:
-                settings = self.data.sampler(split).settings()
-                settings.pop("length")
-                self._datasets[split] = LatentClipDataset(
-                    self.cache_path(split), self.data.video_length, **settings
-                )
-
-    def dataset(self, split: str) -> LatentClipDataset:
-        """The latent clip dataset of one split (after `setup`)."""
-        if split not in self._datasets:
-            raise ValueError(f"split {split!r} is not set up (splits: {self.splits}); call setup() first")
-        return self._datasets[split]
-
-    def video_dataset(self, split: str):
-        """The wrapped pixel dataset of a split (what validation sampling compares against)."""
-        return self.data.dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        workers = self.data.num_workers
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.data.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            pin_memory=self.data.pin_memory,
-            drop_last=shuffle,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def open(self, split: str) -> LatentClipDataset:
+        settings = self.data.sampler(split).settings()
+        settings.pop("length")
+        return LatentClipDataset(self.cache_path(split), self.data.video_length, **settings)

@@ -8,7 +8,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from videxp.data.datamodule import VideoDataModule
 from videxp.errors import ConfigError
@@ -18,6 +17,7 @@ from videxp.models.larp.generator import DEFAULT_SAMPLING, LARPGenerator
 from videxp.models.larp.token_cache import TokenDataModule
 from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
 from videxp.models.partial_training import SavesTrainedOnly
+from videxp.models.pixel_losses import pixel_error
 from videxp.weights.state_check import load_state_strict
 
 SIZES = {"paper": ("larp_l_long", "llama-abs-LP"), "tiny": ("tiny", "tiny")}  # size -> tokenizer, AR preset
@@ -49,6 +49,7 @@ DEFAULT_OPTIM = {  # LARP cfgs/larp_ar.yaml
 DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: LARP cfgs/larp_tokenizer.yaml + larp_tokenizer_trainer
     "l1": 1.0,  # pixel L1 (lpips_disc_loss: pixel_loss l1, pixelloss_weight 1.0)
     "l2": 0.0,  # pixel MSE: not a LARP term
+    "saturate": False,  # l1 / l2: black and saturated targets are met by any overshoot (not a LARP option)
     "vq": 0.1,  # loss_q (commitment + codebook, weighted inside the VQ): loss_q_weight 0.1
     "prior": 0.06,  # loss_latent_ce of the GPTC prior: loss_latent_ce_weight 0.06
     "lpips": 0.0,  # LARP: perceptual_weight 1.0; not built here, must stay 0
@@ -320,11 +321,12 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         steps = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else 1
         out = self.tokenizer(x, global_step=self.global_step, max_steps=steps)
         w = self.loss_weights
-        parts = {"l1": F.l1_loss(out["pred_frames"], x), "l2": F.mse_loss(out["pred_frames"], x)}
+        pred, saturate = out["pred_frames"], bool(w["saturate"])  # [B, 3, T, S, S] in [0, 1]
+        parts = {k: pixel_error(x, pred, k, 0.0, 1.0, saturate).mean() for k in ("l1", "l2")}
         parts["vq"] = out["loss_q"]
         if "loss_latent_ce" in out:
             parts["prior"] = out["loss_latent_ce"]
-        parts["loss"] = sum(w[k] * v for k, v in parts.items())
+        parts["loss"] = sum(float(w[k]) * v for k, v in parts.items())
         return parts
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -11,17 +11,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import h5py
-import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from videxp.data import h5_cache
 from videxp.data.clips import ClipSampler, Window, span
 from videxp.data.datamodule import VideoDataModule
 from videxp.data.h5_cache import VIDEOS, ProcessLocalFile
-from videxp.data.order import training_order
 from videxp.data.records import SPLITS
 from videxp.video import to_float
 
@@ -410,17 +408,10 @@ class TokenClipDataset(Dataset):
         self._file.close()
 
 
-class TokenDataModule(L.LightningDataModule):
-    """Loaders of cached LARP ids for a `VideoDataModule`: ``<cache_dir>/<split>.h5`` per split.
-
-    `prepare_data` (rank 0 under Lightning) builds each split's cache with `module`'s tokenizer or checks that
-    the existing one matches it; `setup` does the same for splits this process has not prepared (a check
-    once built) and opens the datasets with the wrapped module's batch size and workers; `summaries` holds
-    each split's summary (``status`` written / cached). The training order is the pixel loader's
-    (ResumableShuffle on one process: a resumed run continues it exactly). `device="auto"` encodes on the
-    trainer's device (cpu without a trainer). `video_dataset` gives the pixel clips (what validation
-    sampling compares against).
-    """
+class TokenDataModule(h5_cache.CachedSplits):
+    """Loaders of cached LARP ids for a `VideoDataModule` (`CachedSplits`: ``<cache_dir>/<split>.h5`` per
+    split, built with `module`'s tokenizer or checked against it). `device="auto"` encodes on the trainer's
+    device (cpu without a trainer)."""
 
     def __init__(
         self,
@@ -435,14 +426,8 @@ class TokenDataModule(L.LightningDataModule):
         device: str | torch.device = "auto",
         progress: bool = True,
     ):
-        super().__init__()
-        unknown = [s for s in splits if s not in SPLITS]
-        if unknown:
-            raise ValueError(f"unknown splits {unknown}; expected some of {SPLITS}")
-        self.data = data
-        self.cache_dir = Path(cache_dir)
+        super().__init__(data, cache_dir, splits)
         self.module = module
-        self.splits = tuple(splits)
         self.encode_on = device
         self.options = {
             "windows_per_video": windows_per_video,
@@ -450,12 +435,6 @@ class TokenDataModule(L.LightningDataModule):
             "batch_clips": int(batch_clips),
             "progress": progress,
         }
-        self.summaries: dict[str, dict[str, Any]] = {}
-        self._datasets: dict[str, TokenClipDataset] = {}
-
-    def cache_path(self, split: str) -> Path:
-        """The cache file of one split."""
-        return self.cache_dir / f"{split}.h5"
 
     def encode_device(self) -> torch.device:
         """Where the tokenizer encodes while building: `device`, or for "auto" the trainer's (cpu without)."""
@@ -463,53 +442,11 @@ class TokenDataModule(L.LightningDataModule):
             return torch.device(self.encode_on)
         return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
 
-    def _build(self, split: str) -> None:
-        device = self.encode_device()
-        self.summaries[split] = write_token_cache(
-            self.data, split, self.module, self.cache_path(split), device=device, **self.options
+    def build(self, split: str) -> dict[str, Any]:
+        path = self.cache_path(split)
+        return write_token_cache(
+            self.data, split, self.module, path, device=self.encode_device(), **self.options
         )
 
-    def prepare_data(self) -> None:
-        for split in self.splits:
-            self._build(split)
-
-    def setup(self, stage: str | None = None) -> None:
-        for split in self.splits:
-            if split not in self.summaries:  # not built in this process (another rank, or no prepare_data)
-                self._build(split)
-            if split not in self._datasets:
-                seed = self.data.sampler(split).seed
-                self._datasets[split] = TokenClipDataset(self.cache_path(split), seed=seed)
-
-    def dataset(self, split: str) -> TokenClipDataset:
-        """The token dataset of one split (after `setup`)."""
-        if split not in self._datasets:
-            raise ValueError(f"split {split!r} is not set up (splits: {self.splits}); call setup() first")
-        return self._datasets[split]
-
-    def video_dataset(self, split: str):
-        """The wrapped pixel dataset of a split (what validation sampling compares against)."""
-        return self.data.dataset(split)
-
-    def _loader(self, split: str, shuffle: bool, sampler: Any = None) -> DataLoader:
-        workers = self.data.num_workers
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.data.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=self.data.pin_memory,
-            drop_last=shuffle,
-            persistent_workers=workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        order = training_order(self.trainer, len(self.dataset("train")), self.data.batch_size)
-        return self._loader("train", shuffle=True, sampler=order)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def open(self, split: str) -> TokenClipDataset:
+        return TokenClipDataset(self.cache_path(split), seed=self.data.sampler(split).seed)
