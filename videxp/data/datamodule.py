@@ -7,12 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from videxp.data.clips import ClipSampler
-from videxp.data.order import ResumableShuffle, training_order
+from videxp.data.order import ResumableShuffle, item_rng, training_order
 from videxp.data.records import DEFAULT_PROMPT, SPLITS, class_prompt
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
@@ -59,13 +58,6 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _rng(self, i: int, draw: int | None) -> np.random.Generator:
-        if self.sampler.mode != "random":
-            return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, i])
-        if draw is not None:  # a numbered draw of the training order: reproducible on resume
-            return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, draw, i])
-        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-
     def video_id(self, i: int) -> str:
         return self.source.record(self.windows[i].video).video_id
 
@@ -73,7 +65,7 @@ class ClipDataset(Dataset):
         """Clip `key`, or `(clip, draw)` from ResumableShuffle (random windows seeded by the draw)."""
         i, draw = key if isinstance(key, tuple) else (key, None)
         window = self.windows[i]
-        rng = self._rng(i, draw)
+        rng = item_rng(self.sampler.seed, i, draw, self.sampler.mode == "random")
         n = self._frames[window.video]
         start = self.sampler.draw_start(window, n, rng)
         indices = self.sampler.frame_indices(window, start, n)  # [T]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -60,3 +61,14 @@ def training_order(trainer: Any, size: int, batch_size: int) -> ResumableShuffle
         return progress.processed * batch_size  # draws used: batches whose step ran x batch size
 
     return ResumableShuffle(size, torch.initial_seed(), position)
+
+
+def item_rng(seed: int, index: int, draw: int | None, random: bool = True) -> np.random.Generator:
+    """The generator of a dataset item's random choices (window start, view): for a numbered `draw` of the
+    training order (ResumableShuffle) seeded by (seed, draw, index), reproducible on resume; without one
+    from torch's generator (DataLoader worker seeding applies); not `random` (evaluation) by (seed, index)."""
+    if not random:
+        return np.random.default_rng([seed & 0xFFFFFFFF, index])
+    if draw is not None:
+        return np.random.default_rng([seed & 0xFFFFFFFF, draw, index])
+    return np.random.default_rng(int(torch.randint(0, 2**62, ())))

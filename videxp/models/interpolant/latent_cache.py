@@ -30,6 +30,7 @@ from videxp.data.h5_cache import (
     read_video,
     state_fingerprint,
 )
+from videxp.data.order import item_rng
 from videxp.data.sources import VideoSource
 from videxp.data.transforms import ClipTransform
 from videxp.video import to_float
@@ -248,15 +249,13 @@ class LatentClipDataset(Dataset):
     def _videos(self) -> h5py.Group:
         return self._file.get()[VIDEOS]
 
-    def _rng(self, i: int) -> np.random.Generator:
-        if self.sampler.mode == "random":
-            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-        return np.random.default_rng([self.sampler.seed & 0xFFFFFFFF, i])
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Clip `key`, or `(clip, draw)` from ResumableShuffle (random windows seeded by the draw)."""
+        i, draw = key if isinstance(key, tuple) else (key, None)
         window = self.windows[i]
         n = self._frames[window.video]
-        start = self.sampler.draw_start(window, n, self._rng(i))
+        rng = item_rng(self.sampler.seed, i, draw, self.sampler.mode == "random")
+        start = self.sampler.draw_start(window, n, rng)
         indices = self.sampler.frame_indices(window, start, n)  # [T]
         lo, hi = int(indices.min()), int(indices.max()) + 1
         block = self._videos()[self.names[window.video]][lo:hi]  # [hi - lo, C, h, w], one contiguous read

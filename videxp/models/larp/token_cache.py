@@ -20,6 +20,7 @@ from videxp.data import h5_cache
 from videxp.data.clips import ClipSampler, Window, span
 from videxp.data.datamodule import VideoDataModule
 from videxp.data.h5_cache import VIDEOS, ProcessLocalFile
+from videxp.data.order import item_rng
 from videxp.data.records import SPLITS
 from videxp.video import to_float
 
@@ -377,16 +378,11 @@ class TokenClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _rng(self, i: int, draw: int | None) -> np.random.Generator:
-        if draw is not None:  # a numbered draw of the training order: reproducible on resume
-            return np.random.default_rng([self.seed & 0xFFFFFFFF, draw, i])
-        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """Item `key`, or `(item, draw)` from ResumableShuffle (random choices seeded by the draw)."""
         i, draw = key if isinstance(key, tuple) else (key, None)
         p, row = self.items[i]
-        rng = self._rng(i, draw) if row < 0 or self.views > 1 else None
+        rng = item_rng(self.seed, i, draw) if row < 0 or self.views > 1 else None
         if row < 0:
             row = int(rng.integers(0, self.rows[p]))
         view = int(rng.integers(0, self.views)) if self.views > 1 else 0
