@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from videxp.callbacks.checkpoints import MODULE_KEY, module_name
+from videxp.video import VideoError
 from videxp.weights import registry as weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,25 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path | str) 
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def fail_reading(datamodule, video: int, message: str = "corrupt stand-in") -> None:
+    """Make every source of `datamodule` raise VideoError(message) when video `video` is read."""
+    make = datamodule.source
+
+    def broken(split):
+        source = make(split=split)
+        read = source.read
+
+        def read_or_fail(i, indices):
+            if i == video:
+                raise VideoError(message)
+            return read(i, indices)
+
+        object.__setattr__(source, "read", read_or_fail)
+        return source
+
+    datamodule.source = broken
 
 
 def save_lightning_checkpoint(path: Path, module, step: int = 3, record_class: bool = True) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, compose_cfg
+from conftest import TINY, compose_cfg, fail_reading
 from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import DataLoader
@@ -23,7 +23,6 @@ from videxp.models.interpolant.latent_cache import (
     state_fingerprint,
     write_latent_cache,
 )
-from videxp.video import VideoError
 
 
 class PoolEncoder(LatentAutoencoder):
@@ -186,21 +185,7 @@ def test_random_transforms_and_gray_channels_raise(tmp_path):
 
 def test_unreadable_video_is_reported_and_skipped(tmp_path, caplog):
     dm = shapes_module(tmp_path)
-    make = dm.source
-
-    def broken(split):
-        source = make(split=split)
-        read = source.read
-
-        def read_or_fail(i, indices):
-            if i == 1:
-                raise VideoError("corrupt stand-in")
-            return read(i, indices)
-
-        object.__setattr__(source, "read", read_or_fail)
-        return source
-
-    dm.source = broken
+    fail_reading(dm, 1)
     out = write_latent_cache(dm, "val", PoolEncoder(), tmp_path / "val.h5", progress=False)
     assert out["num_videos"] == 3 and len(out["failed"]) == 1
     assert out["failed"][0]["video_id"] == "val_000001" and "corrupt stand-in" in out["failed"][0]["reason"]

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, fail_reading
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
@@ -24,7 +24,7 @@ from videxp.models.larp.token_cache import (
     read_manifest,
     write_token_cache,
 )
-from videxp.video import VideoError, to_float
+from videxp.video import to_float
 
 # 8-frame moving-shapes videos, 4-frame clips (the tiny tokenizer's frame_num): 5 starts per video
 DATA = [
@@ -215,21 +215,7 @@ def test_interrupted_build_resumes(tmp_path, fp_module, monkeypatch):
 
 def test_unreadable_video_is_listed_and_skipped(tmp_path, fp_module, caplog):
     dm = shapes(tmp_path)
-    make = dm.source
-
-    def broken(split):
-        source = make(split=split)
-        read = source.read
-
-        def read_or_fail(i, indices):
-            if i == 1:
-                raise VideoError("corrupt stand-in")
-            return read(i, indices)
-
-        object.__setattr__(source, "read", read_or_fail)
-        return source
-
-    dm.source = broken
+    fail_reading(dm, 1)
     out = write_token_cache(dm, "val", fp_module, tmp_path / "val.h5", progress=False)
     assert out["num_videos"] == 2 and out["num_items"] == 2 and len(out["failed"]) == 1
     assert out["failed"][0]["video_id"] == "val_000001" and "corrupt stand-in" in out["failed"][0]["reason"]
