@@ -49,6 +49,50 @@ def load_backbone(net: torch.nn.Module, state: dict[str, torch.Tensor], source: 
     net.load_state_dict(mapped, strict=True)
 
 
+def lpips_network(
+    net: str = "alex", backbone_path: str | os.PathLike | None = None, download: bool | None = None
+) -> tuple[torch.nn.Module, dict[str, str]]:
+    """The lpips package's `lpips.LPIPS` v0.1 (its linear heads; eval mode, no parameter requires grad) with
+    its torchvision backbone from `backbone_path` or videxp's verified weight cache (`weights.get_path`:
+    downloaded when online, `WeightsMissingError` offline), and the identity of both weight files
+    (backbone_file, backbone_sha256, head_file, head_sha256). The LPIPS metric scores with it; training
+    losses call it with gradients through the inputs (`model(x, y, normalize=True)` for x, y in [0, 1])."""
+    if net not in BACKBONES:
+        raise ValueError(f"net must be one of {sorted(BACKBONES)}, got {net!r}")
+    import lpips as lpips_pkg  # deferred: importing lpips pulls in torchvision
+
+    if backbone_path is None:
+        path = weights.get_path(BACKBONES[net], download=download)
+    else:
+        path = Path(backbone_path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"LPIPS backbone_path {path} does not exist (net={net!r})")
+    head = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+    identity = {
+        "backbone_file": path.name,
+        "backbone_sha256": str(weights.file_digests(path)["sha256"]),
+        "head_file": f"lpips/weights/v0.1/{net}.pth",
+        "head_sha256": weights.sha256_file(head),
+    }
+    if identity["head_sha256"] != HEAD_SHA256[net]:
+        warnings.warn(
+            f"LPIPS linear head {head} has sha256 {identity['head_sha256']}, expected {HEAD_SHA256[net]} "
+            "(lpips 0.1.4); scores may not be comparable with published values",
+            stacklevel=2,
+        )
+    with warnings.catch_warnings():  # torchvision's deprecation note for pretrained=False
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips_pkg.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"backbone file {path} holds a {type(state).__name__}, expected a state dict")
+    load_backbone(model.net, state, str(path))
+    model.eval().requires_grad_(False)
+    return model, identity
+
+
 class LPIPS(FrameMetric):
     """LPIPS v0.1 distance per frame, lower is better (Zhang et al. 2018, the `lpips` package).
 
@@ -76,39 +120,10 @@ class LPIPS(FrameMetric):
         name: str | None = None,
     ) -> None:
         super().__init__(reduction=reduction, chunk_frames=chunk_frames, name=name)
-        if net not in BACKBONES:
-            raise ValueError(f"net must be one of {sorted(BACKBONES)}, got {net!r}")
-        import lpips as lpips_pkg  # deferred: importing lpips pulls in torchvision
-
         self.net = net
-        if backbone_path is None:
-            path = weights.get_path(BACKBONES[net], download=download)
-        else:
-            path = Path(backbone_path).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"LPIPS backbone_path {path} does not exist (net={net!r})")
-        self.backbone_file = path.name
-        self.backbone_sha256 = str(weights.file_digests(path)["sha256"])
-        head = Path(lpips_pkg.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-        self.head_file = f"lpips/weights/v0.1/{net}.pth"
-        self.head_sha256 = weights.sha256_file(head)
-        if self.head_sha256 != HEAD_SHA256[net]:
-            warnings.warn(
-                f"LPIPS linear head {head} has sha256 {self.head_sha256}, expected {HEAD_SHA256[net]} "
-                "(lpips 0.1.4); scores may not be comparable with published values",
-                stacklevel=2,
-            )
-        with warnings.catch_warnings():  # torchvision's deprecation note for pretrained=False
-            warnings.simplefilter("ignore", UserWarning)
-            model = lpips_pkg.LPIPS(pretrained=True, net=net, version="0.1", pnet_rand=True, verbose=False)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise ValueError(f"backbone file {path} holds a {type(state).__name__}, expected a state dict")
-        load_backbone(model.net, state, str(path))
-        model.eval().requires_grad_(False)
-        self.model = model
+        self.model, identity = lpips_network(net, backbone_path, download)
+        self.backbone_file, self.backbone_sha256 = identity["backbone_file"], identity["backbone_sha256"]
+        self.head_file, self.head_sha256 = identity["head_file"], identity["head_sha256"]
 
     def settings(self) -> dict[str, Any]:
         """LPIPS conventions (version, trunk, weight identities) plus the reduction."""

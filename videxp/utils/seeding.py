@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 
@@ -23,6 +26,24 @@ def torch_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gene
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device | str = "cpu", enabled: bool = True) -> Iterator[None]:
+    """Inside: torch's global RNG (the CPU's, and `device`'s when it is a GPU) seeded with `seed`; outside:
+    the states from before, untouched. For code that draws from the global RNG (dropout, torch.rand) and must
+    draw the same again, e.g. a training step of a resumed run. `enabled=False` does nothing."""
+    if not enabled:
+        yield
+        return
+    device = torch.device(device)
+    gpu = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpu):
+        torch.random.default_generator.manual_seed(int(seed))
+        if gpu:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(int(seed))
+        yield
 
 
 def row_generators(seeds: list[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videxp.metrics.lpips import LPIPS
+from videxp.metrics.lpips import lpips_network
 from videxp.models.pixel_losses import pixel_error
 
 REC_LOSSES = ("l1", "l2")  # pixel reconstruction term
@@ -110,10 +110,10 @@ def perceptual_network(
 ) -> nn.Module:
     """The lpips package's LPIPS v0.1 (frozen, eval) with its backbone from videxp's verified weight cache.
 
-    Built through `videxp.metrics.lpips.LPIPS`, so the backbone file is found (or downloaded) and
+    Built by `videxp.metrics.lpips.lpips_network`, so the backbone file is found (or downloaded) and
     checked exactly as for the metric; offline runs without the file raise `WeightsMissingError`.
     """
-    return LPIPS(net=net, backbone_path=backbone_path, download=download).model
+    return lpips_network(net, backbone_path, download)[0]
 
 
 # ----------------------------------------------------------------------------- the loss

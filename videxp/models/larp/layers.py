@@ -1,5 +1,6 @@
-"""Building blocks of the LARP tokenizer: timm-layout ViT blocks (plain torch), the parallel encoder over
-[context, queries], the video patch embedder, the output layer, and the sin-cos tables of a fresh init."""
+"""Building blocks of the LARP tokenizer and its discriminator: timm-layout ViT blocks (plain torch), the
+parallel encoder over [context, queries], the fused encoder over one sequence, the video patch embedder, the
+output layer, and the sin-cos tables of a fresh init."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ __all__ = [
     "Block",
     "OutputLayer",
     "PatchEmbed",
+    "TransformerEncoderFused",
     "TransformerEncoderParallel",
     "sincos_1d",
     "sincos_3d",
@@ -93,6 +95,17 @@ class TransformerEncoderParallel(nn.Module):
         for block in self.blocks:
             h = block(h)
         return h[:, -query.shape[1] :]
+
+
+class TransformerEncoderFused(nn.Module):
+    """Blocks over one sequence, no mask (LARP's TransformerEncoderFused: `blocks`, an nn.Sequential)."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, ln_eps: float):
+        super().__init__()
+        self.blocks = nn.Sequential(*(Block(dim, num_heads, ln_eps) for _ in range(depth)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, L, D] -> [B, L, D]
+        return self.blocks(x)
 
 
 class PatchEmbed(nn.Module):

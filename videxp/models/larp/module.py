@@ -16,8 +16,11 @@ from videxp.models.larp.ar import LARPAR, larp_ar_config
 from videxp.models.larp.generator import DEFAULT_SAMPLING, LARPGenerator
 from videxp.models.larp.token_cache import TokenDataModule
 from videxp.models.larp.tokenizer import LARPTokenizer, larp_tokenizer_config
+from videxp.models.larp.tokenizer_loss import DEFAULT_OPTIONS as DEFAULT_TOKENIZER_LOSS_OPTIONS
+from videxp.models.larp.tokenizer_loss import TokenizerLoss, build_tokenizer_loss, check_options
 from videxp.models.partial_training import SavesTrainedOnly
 from videxp.models.pixel_losses import pixel_error
+from videxp.utils.seeding import derive_seed, seeded_rng, torch_generator
 from videxp.weights.state_check import load_state_strict
 
 SIZES = {"paper": ("larp_l_long", "llama-abs-LP"), "tiny": ("tiny", "tiny")}  # size -> tokenizer, AR preset
@@ -52,9 +55,12 @@ DEFAULT_TOKENIZER_LOSS = {  # stage=tokenizer: LARP cfgs/larp_tokenizer.yaml + l
     "saturate": False,  # l1 / l2: black and saturated targets are met by any overshoot (not a LARP option)
     "vq": 0.1,  # loss_q (commitment + codebook, weighted inside the VQ): loss_q_weight 0.1
     "prior": 0.06,  # loss_latent_ce of the GPTC prior: loss_latent_ce_weight 0.06
-    "lpips": 0.0,  # LARP: perceptual_weight 1.0; not built here, must stay 0
-    "gan": 0.0,  # LARP: disc_weight 0.3; not built here, must stay 0
+    "lpips": 0.0,  # LPIPS-VGG per frame (perceptual_weight): LARP 1.0
+    "gan": 0.0,  # the discriminator's generator term (disc_weight, constant): LARP 0.3; > 0 = two optimisers
 }
+# a tokenizer loss part -> its weight in model.tokenizer_loss (the others: their own names)
+LOSS_WEIGHT = {"gan_g": "gan"}
+DISC_SEED_KEY = 2  # (seed, step, this): the discriminator's target noise (ns_smooth)
 
 DEFAULT_TOKEN_CACHE_OPTIONS = {  # stage=ar with model.token_cache: how the cache is built (token_cache.py)
     "windows_per_video": None,  # training windows per video: None = every start the clip sampler may draw
@@ -111,6 +117,7 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         sampling: dict[str, Any] | None = None,
         optim: dict[str, Any] | None = None,
         tokenizer_loss: dict[str, Any] | None = None,
+        tokenizer_loss_options: dict[str, Any] | None = None,
         tiny_seed: int = 0,
         seed: int = 0,
         token_cache: str | None = None,
@@ -129,8 +136,10 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         self.sampling = merge_settings(sampling, DEFAULT_SAMPLING, "sampling")
         self.optim = merge_settings(optim, DEFAULT_OPTIM, "optim")
         self.loss_weights = merge_settings(tokenizer_loss, DEFAULT_TOKENIZER_LOSS, "tokenizer_loss")
-        if self.loss_weights["lpips"] or self.loss_weights["gan"]:
-            raise ConfigError("model.tokenizer_loss: the LPIPS and GAN terms are not built; set them to 0")
+        self.loss_options = merge_settings(
+            tokenizer_loss_options, DEFAULT_TOKENIZER_LOSS_OPTIONS, "tokenizer_loss_options"
+        )
+        check_options(self.loss_options)
         self.token_cache = None if token_cache is None else str(token_cache)
         self.token_cache_options = merge_settings(
             token_cache_options, DEFAULT_TOKEN_CACHE_OPTIONS, "token_cache_options"
@@ -140,6 +149,9 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
             torch.manual_seed(int(tiny_seed))
             self.tokenizer = self._build_tokenizer()
             self.ar = self._build_ar(int(num_classes))
+            self.loss = self._build_loss()  # stage=tokenizer with lpips / gan > 0: LPIPS, discriminator
+        self.automatic_optimization = self.loss is None or self.loss.discriminator is None
+        self.trainer_clip: tuple[float, Any] | None = None  # manual: trainer.gradient_clip_val, taken over
         self.tokenizer.set_vq_eval_deterministic(bool(self.tokenizer_cfg["deterministic"]))
         if self.ar.frame_prediction and not 1 <= self.cond_frames < self.tokenizer.frame_num:
             raise ConfigError(
@@ -215,10 +227,21 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
             )
         return ar
 
+    def _build_loss(self) -> TokenizerLoss | None:
+        """stage=tokenizer: the LPIPS / GAN terms model.tokenizer_loss switches on (None: neither)."""
+        if self.stage != "tokenizer":
+            return None
+        t = self.tokenizer
+        return build_tokenizer_loss(
+            self.loss_weights, self.loss_options, self.size, t.frame_num, t.input_size
+        )
+
     def saved_keys(self) -> set[str]:
-        """The trained network's keys (SavesTrainedOnly): ar.* (stage=ar) or tokenizer.* (stage=tokenizer)."""
+        """The trained network's keys (SavesTrainedOnly): ar.* (stage=ar) or tokenizer.* (stage=tokenizer),
+        and with gan > 0 the discriminator and LeCam's EMA (loss.*); never the LPIPS network."""
         net = "ar" if self.stage == "ar" else "tokenizer"
-        return {f"{net}.{k}" for k in getattr(self, net).state_dict()}
+        keys = {f"{net}.{k}" for k in getattr(self, net).state_dict()}
+        return keys | {f"loss.{k}" for k in (self.loss.saved_keys() if self.loss is not None else [])}
 
     def describe_saved(self) -> str:
         return f"LARP {self.stage} ({self.size})"
@@ -316,24 +339,73 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         _, loss = self.ar(idx=ids[:, :-1], cond_idx=cond, targets=ids)
         return loss
 
-    def tokenizer_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def reconstruct(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The clip x [B, 3, T, S, S] of a batch and the tokenizer's training pass over it. With the LPIPS /
+        GAN terms on, a training pass draws its randomness (sampled VQ ids, the prior's scheduled sampling and
+        dropout) from (seed, global_step), so a resumed run draws what the uninterrupted one did; without
+        them it draws from the global RNG as before."""
         x = self.clip(batch["video"])  # [B, 3, T, S, S]
         steps = self.trainer.max_steps if self._trainer is not None and self.trainer.max_steps > 0 else 1
-        out = self.tokenizer(x, global_step=self.global_step, max_steps=steps)
-        w = self.loss_weights
-        pred, saturate = out["pred_frames"], bool(w["saturate"])  # [B, 3, T, S, S] in [0, 1]
+        seeded = self.training and self.loss is not None
+        with seeded_rng(derive_seed(self.seed, self.global_step), x.device, enabled=seeded):
+            out = self.tokenizer(x, global_step=self.global_step, max_steps=steps)
+        return x, out
+
+    def tokenizer_loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.tokenizer_terms(*self.reconstruct(batch))
+
+    def tokenizer_terms(self, x: torch.Tensor, out: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The tokenizer's loss parts for clip x and its training pass `out`, and their weighted sum `loss`:
+        l1, l2, vq, prior, and with the options lpips and gan_g (the generator's adversarial term)."""
+        w, pred = self.loss_weights, out["pred_frames"]
+        saturate = bool(w["saturate"])  # pred [B, 3, T, S, S] against x in [0, 1]
         parts = {k: pixel_error(x, pred, k, 0.0, 1.0, saturate).mean() for k in ("l1", "l2")}
         parts["vq"] = out["loss_q"]
         if "loss_latent_ce" in out:
             parts["prior"] = out["loss_latent_ce"]
-        parts["loss"] = sum(float(w[k]) * v for k, v in parts.items())
+        if self.loss is not None:
+            parts.update(self.loss.generator_terms(x, pred, self.global_step))
+        parts["loss"] = sum(float(w[LOSS_WEIGHT.get(k, k)]) * v for k, v in parts.items())
         return parts
+
+    def adversarial_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One manual-optimisation step (gan > 0) in LARP's order: the tokenizer's pass; on the
+        discriminator's steps its update on the detached reconstructions (its lr: disc_lr times the
+        tokenizer's schedule multiplier, as LARP's); the tokenizer's update with the (updated)
+        discriminator's generator term. Only the tokenizer's optimiser step counts in global_step (the
+        discriminator's goes through the strategy directly): steps stay batches."""
+        opt_g, opt_d = self.optimizers()
+        schedule = self.lr_schedulers()  # the tokenizer's LambdaLR
+        step, disc = self.global_step, self.loss.discriminator
+        x, out = self.reconstruct(batch)
+        logs = {}
+        if self.loss.trains_discriminator(step):
+            mult = schedule.lr_lambdas[0](schedule.last_epoch)
+            for group in opt_d.param_groups:
+                group["lr"] = float(self.loss_options["disc_lr"]) * mult
+            disc.requires_grad_(True)
+            noise = torch_generator(derive_seed(self.seed, step, DISC_SEED_KEY))
+            d = self.loss.discriminator_loss(x, out["pred_frames"].detach(), noise)
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d["loss"])
+            self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=_no_closure)
+            logs = {k: d[k] for k in ("gan_d", "lecam")}
+            logs |= {"gan_logits_real": d["logits_real"], "gan_logits_fake": d["logits_fake"]}
+        disc.requires_grad_(False)  # the generator term reaches the reconstruction only
+        parts = self.tokenizer_terms(x, out)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(parts["loss"])
+        opt_g.step()
+        schedule.step()
+        return {**parts, **logs}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.stage == "ar":
             loss = self.ar_loss(batch)
         else:
-            parts = self.tokenizer_loss(batch)
+            parts = (
+                self.tokenizer_loss(batch) if self.automatic_optimization else self.adversarial_step(batch)
+            )
             self.log_dict({f"train/{k}": v for k, v in parts.items() if k != "loss"})
             loss = parts["loss"]
         self.log("train/loss", loss, prog_bar=True)
@@ -350,8 +422,35 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
             gradient_clip_val, gradient_clip_algorithm = float(self.optim["max_grad_norm"]), "norm"
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with linear warm-up then cosine decay to lr * min_lr_mult (LARP's AR schedule), per step."""
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Manual optimisation (gan > 0): Lightning refuses trainer.gradient_clip_val then (this hook runs
+        before its check), so the module takes the value over and clips both optimisers in
+        on_before_optimizer_step; gradient accumulation is refused."""
+        if not self.automatic_optimization and self._trainer is not None:
+            t = self.trainer
+            if t.accumulate_grad_batches != 1:
+                raise ConfigError(
+                    f"trainer.accumulate_grad_batches={t.accumulate_grad_batches}: with "
+                    "model.tokenizer_loss.gan > 0 two optimisers step by hand once a batch; set it to 1"
+                )
+            if t.gradient_clip_val:
+                self.trainer_clip = (float(t.gradient_clip_val), t.gradient_clip_algorithm)
+                t.gradient_clip_val = None
+        return []
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Manual optimisation: clip each optimiser's gradients (after AMP unscaling) to the Trainer's
+        gradient_clip_val, else optim.max_grad_norm (LARP clips the tokenizer and the discriminator alike)."""
+        if self.automatic_optimization:
+            return
+        if self.trainer_clip is not None:
+            self.clip_gradients(optimizer, *self.trainer_clip)
+        elif self.optim["max_grad_norm"]:
+            self.clip_gradients(optimizer, float(self.optim["max_grad_norm"]), "norm")
+
+    def configure_optimizers(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """AdamW with linear warm-up then cosine decay to lr * min_lr_mult (LARP's AR schedule), per step.
+        With gan > 0 also the discriminator's Adam (disc_lr, disc_betas; lr set in adversarial_step)."""
         o = self.optim
         net = self.ar if self.stage == "ar" else self.tokenizer
         opt = torch.optim.AdamW(
@@ -365,7 +464,13 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
         warmup = int(total * float(o["warmup_epochs"]) / epochs) if epochs else 0
         schedule = lr_lambda(str(o["lr_type"]), warmup, total, float(o["min_lr_mult"]))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        if self.automatic_optimization:
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        d = self.loss_options
+        betas = tuple(float(b) for b in d["disc_betas"])
+        opt_d = torch.optim.Adam(self.loss.discriminator.parameters(), lr=float(d["disc_lr"]), betas=betas)
+        # manual: adversarial_step steps the schedule per batch and sets the discriminator's lr from it
+        return [{"optimizer": opt, "lr_scheduler": {"scheduler": sched}}, {"optimizer": opt_d}]
 
 
 def load_tokenizer_ckpt(tokenizer: LARPTokenizer, path: str | Path) -> None:
@@ -381,6 +486,10 @@ def load_tokenizer_ckpt(tokenizer: LARPTokenizer, path: str | Path) -> None:
     if not state:
         raise ConfigError(f"model.tokenizer.ckpt: {path} holds no tokenizer.* weights (a stage=ar run?)")
     load_state_strict(tokenizer, state, str(path), "the LARP tokenizer preset")
+
+
+def _no_closure() -> None:
+    """The closure of an optimiser step whose backward already ran (manual optimisation)."""
 
 
 def lr_lambda(kind: str, warmup: int, total: int, min_mult: float):
