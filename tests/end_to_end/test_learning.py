@@ -36,9 +36,10 @@ SMALL = [
 ]
 
 
-def _psnr(pred: torch.Tensor, real: torch.Tensor, obs: int) -> float:
-    """Mean PSNR (dB) of the generated frames of pred vs real, both [B, T, C, H, W] in [0, 1]."""
-    metric = PSNR()
+def _score(pred: torch.Tensor, real: torch.Tensor, obs: int, metric_class: type = PSNR) -> float:
+    """Mean PSNR (dB; or another frame metric) of the generated frames of pred vs real, both
+    [B, T, C, H, W] in [0, 1]."""
+    metric = metric_class()
     B, T = real.shape[:2]
     metric.update(
         pred[:, obs:].contiguous(),
@@ -50,8 +51,9 @@ def _psnr(pred: torch.Tensor, real: torch.Tensor, obs: int) -> float:
     return metric.compute()["value"]
 
 
-def _scores(model, cfg) -> dict[str, float]:
-    """PSNR of the model's completions of the test videos, and of both baselines on the same frames."""
+def _scores(model, cfg, metric_class: type = PSNR) -> dict[str, float]:
+    """PSNR (or another frame metric) of the model's completions of the test videos, and of both baselines
+    on the same frames."""
     dataset = instantiate(cfg.dataset).dataset("test")
     real = torch.stack([dataset[i]["video"] for i in range(len(dataset))])  # [B, T, C, H, W] in [-1, 1]
     generator = model.eval().generator()
@@ -62,9 +64,9 @@ def _scores(model, cfg) -> dict[str, float]:
         )
     obs = int(params["obs_length"])
     real01, fake01 = real.add(1).mul(0.5), fake.add(1).mul(0.5).clamp(0, 1)
-    scores = {"model": _psnr(fake01, real01, obs)}
+    scores = {"model": _score(fake01, real01, obs, metric_class)}
     for name in ("repeat_last", "blank"):
-        scores[name] = _psnr(baseline_prediction(name, real01, obs), real01, obs)
+        scores[name] = _score(baseline_prediction(name, real01, obs), real01, obs, metric_class)
     return scores
 
 

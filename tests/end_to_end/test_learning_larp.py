@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from test_learning import _scores  # PSNR of the model's test continuations and of both baselines
 
 from videxp import train
+from videxp.metrics import SSIM
 
 QUIET = [
     "dataset.source.num_videos={train: 100000, val: 4, test: 16}",
@@ -44,11 +45,13 @@ def test_untrained_model_is_below_both_baselines(tmp_path):
 
 @pytest.mark.slow
 def test_demo_larp_recipe_beats_both_baselines(tmp_path):
-    """The full recipe (make demo-larp's step counts): ~14 CPU minutes on 2 idle cores. PSNR only: the
-    blurry reconstructions of the small tokenizer lose to repeat_last on SSIM (closing note of issue 20)."""
-    trainer, cfg = _train_both(tmp_path, tok_steps=2000, ar_steps=1000)
-    scores = _scores(trainer.lightning_module, cfg)
-    assert scores["model"] > max(scores["repeat_last"], scores["blank"]), scores
+    """The full recipe (make demo-larp's step counts): ~20 CPU minutes on 2 idle cores. PSNR beats both
+    baselines; SSIM beats the blank frame but not repeat_last (closing note of issue 20)."""
+    trainer, cfg = _train_both(tmp_path, tok_steps=3000, ar_steps=1000)
+    psnr = _scores(trainer.lightning_module, cfg)
+    assert psnr["model"] > max(psnr["repeat_last"], psnr["blank"]), psnr
+    ssim = _scores(trainer.lightning_module, cfg, SSIM)
+    assert ssim["model"] > ssim["blank"], ssim
 
 
 def test_short_recipe_lowers_both_losses(tmp_path):

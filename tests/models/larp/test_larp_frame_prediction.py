@@ -83,3 +83,12 @@ def test_tokenizer_ckpt_errors_name_the_problem(tmp_path):
     torch.save({"state_dict": LARPModule(size="tiny").state_dict()}, tmp_path / "ar.ckpt")  # ar.* only
     with pytest.raises(ConfigError, match="no tokenizer"):
         LARPModule(size="tiny", tokenizer={"ckpt": str(tmp_path / "ar.ckpt")})
+
+
+def test_ar_preset_sizes_a_random_ar_and_is_refused_for_a_pretrained_one():
+    module = LARPModule(size="tiny", ar={**FP, "preset": {"dim": 64, "n_layer": 3, "n_head": 4}})
+    cfg, t = module.ar.config, module.tokenizer
+    assert (cfg.dim, cfg.n_layer, cfg.n_head) == (64, 3, 4)
+    assert cfg.vocab_size == t.codebook_size and cfg.cls_token_num == t.bottleneck_token_num + 1
+    with pytest.raises(ConfigError, match="model.ar.preset"):
+        LARPModule(size="paper", ar={"pretrained": "some/ar", "preset": {"dim": 64}})

@@ -39,6 +39,7 @@ DEFAULT_AR = {
     "revision": None,
     "frame_prediction": False,  # random AR: condition on the observed frames' ids, not a class
     "cond_frames": 5,  # frame prediction: observed frames per training clip (LARP: num_cond_frames 5 of 16)
+    "preset": {},  # a random AR's LARPARConfig fields overridden (e.g. dim, n_layer, n_head)
 }
 DEFAULT_OPTIM = {  # LARP cfgs/larp_ar.yaml
     "lr": 1e-4,
@@ -145,6 +146,11 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
             token_cache_options, DEFAULT_TOKEN_CACHE_OPTIONS, "token_cache_options"
         )
         self._check_token_cache()
+        if self.ar_cfg["preset"] and not self._random("ar"):
+            raise ConfigError(
+                "model.ar.preset applies to a random AR (size=tiny or ar.pretrained null); this one is "
+                f"{self.ar_cfg['pretrained']}"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(tiny_seed))
             self.tokenizer = self._build_tokenizer()
@@ -201,20 +207,18 @@ class LARPModule(SavesTrainedOnly, L.LightningModule):
 
     def _build_ar(self, num_classes: int) -> LARPAR:
         fp = bool(self.ar_cfg["frame_prediction"])
+        preset = dict(self.ar_cfg["preset"] or {})
         if self._random("ar"):
-            if not fp:
-                return LARPAR(larp_ar_config(SIZES[self.size][1], num_classes=num_classes))
-            t = self.tokenizer  # LARP's FP trainer sizes the AR from the tokenizer: N ids, +1 separator
-            return LARPAR(
-                larp_ar_config(
-                    SIZES[self.size][1],
-                    num_classes=num_classes,
+            sized = {"num_classes": num_classes}
+            if fp:  # LARP's FP trainer sizes the AR from the tokenizer: N ids, +1 separator
+                t = self.tokenizer
+                sized.update(
                     frame_prediction=True,
                     cls_token_num=t.bottleneck_token_num + 1,
                     max_seq_len=t.bottleneck_token_num,
                     vocab_size=t.codebook_size,
                 )
-            )
+            return LARPAR(larp_ar_config(SIZES[self.size][1], **preset, **sized))
         ar = LARPAR.from_pretrained(self.ar_cfg["pretrained"], self.ar_cfg["revision"])
         if fp and not ar.frame_prediction:
             raise ConfigError(
