@@ -74,6 +74,19 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path | str) 
     return cfg
 
 
+def bare_trainer(max_steps: int, **kw) -> lightning.Trainer:
+    """A CPU Lightning Trainer without logger, checkpoints, progress bar or model summary (unit tests)."""
+    return lightning.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
+    )
+
+
 def fail_reading(datamodule, video: int, message: str = "corrupt stand-in") -> None:
     """Make every source of `datamodule` raise VideoError(message) when video `video` is read."""
     make = datamodule.source

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import bare_trainer
 
 from videxp.errors import ConfigError
 from videxp.models.larp.module import LARPModule
@@ -26,16 +27,7 @@ def _fit(module: LARPModule, steps: int, root) -> list[float]:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        callbacks=[Record()],
-    )
+    trainer = bare_trainer(steps, default_root_dir=root, callbacks=[Record()])
     torch.manual_seed(0)
     trainer.fit(module, train_dataloaders=_batches(steps))
     return losses

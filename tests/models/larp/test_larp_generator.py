@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import bare_trainer, compose_cfg
 
 from videxp import sample
 from videxp.models.larp.ar import LARPAR
@@ -145,15 +145,7 @@ def test_short_training_decreases_the_loss(stage, tmp_path):
     module = LARPModule(size="tiny", stage=stage, num_classes=10, optim={"lr": 3e-3, "warmup_epochs": 0})
     module.train()
     before = float(module.ar_loss(next(iter(_batches(1))))) if stage == "ar" else 0.0
-    trainer = L.Trainer(
-        max_steps=12,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(12, default_root_dir=tmp_path)
     losses = []
 
     class Record(L.Callback):

@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import compose_cfg
+from conftest import bare_trainer, compose_cfg
 from safetensors.torch import load_file
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -197,16 +197,7 @@ def _fit(module: LARPModule, steps: int, **trainer_kw) -> _Record:
     videos = torch.rand(2 * steps, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     loader = torch.utils.data.DataLoader([{"video": v} for v in videos], batch_size=2)
     record = _Record()
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[record],
-        **trainer_kw,
-    )
+    trainer = bare_trainer(steps, callbacks=[record], **trainer_kw)
     trainer.fit(module, loader)
     assert trainer.global_step == steps  # one step per batch: the discriminator's steps do not count
     return record

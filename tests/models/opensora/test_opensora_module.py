@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import bare_trainer, compose_cfg
 from opensora_fixtures import mix_weights, spy_forward
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
@@ -27,15 +27,7 @@ def clip(frames: int = 45, seed: int = 0) -> dict:
 
 def fit(module: L.LightningModule, steps: int = 2, **trainer_kw) -> L.Trainer:
     item = {k: v[0] for k, v in clip().items()}
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **trainer_kw,
-    )
+    trainer = bare_trainer(steps, **trainer_kw)
     trainer.fit(module, DataLoader([item] * steps, batch_size=1))
     return trainer
 

@@ -7,6 +7,7 @@ import os
 import lightning as L
 import pytest
 import torch
+from conftest import bare_trainer, compose_cfg
 from torch.utils.data import DataLoader
 
 from videxp.models.wan.lora import ADAPTER_FILE, WanLoRAModule, shift_sigmas
@@ -67,15 +68,7 @@ def trained(tmp_path_factory):
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     base = probe(module)
     grads = GradProbe()
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[grads],
-    )
+    trainer = bare_trainer(1, callbacks=[grads])
     trainer.fit(module, datamodule=Clips())
     ckpt = tmp_path_factory.mktemp("ckpt") / "last.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -196,8 +189,6 @@ WAN_LORA_TINY = [
 
 def test_videxp_train_then_sample_with_the_lora(tmp_path):
     """model=wan_lora through videxp-train (moving_shapes), then videxp-sample from the run folder."""
-    from conftest import compose_cfg
-
     from videxp import sample, train
 
     cfg = compose_cfg("train", WAN_LORA_TINY, tmp_path / "run")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from videxp.models.larp.layers import PatchEmbed, TransformerEncoderFused, sincos_3d
+from videxp.models.larp.layers import PatchEmbed, TransformerEncoderFused, sincos_3d, xavier_linears
 
 __all__ = ["DISC_PRESETS", "TransformerDiscriminator"]
 
@@ -65,12 +65,9 @@ class TransformerDiscriminator(nn.Module):
         cls token, the sin-cos table. Skipped on the meta device."""
         if self.fc.weight.is_meta:
             return
+        xavier_linears(self)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
+            if isinstance(m, nn.LayerNorm):
                 m.reset_parameters()
         with torch.no_grad():
             table = sincos_3d(self.hidden_size, self.token_h, self.token_t)  # [t*h*w, D]

@@ -39,6 +39,15 @@ def sincos_3d(dim: int, grid: int, frames: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- ViT parts (timm Block layout)
+def xavier_linears(module: nn.Module) -> None:
+    """LARP's fresh init of every Linear below `module`: xavier-uniform weights, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class Attention(nn.Module):
     """timm ViT attention: one `qkv` Linear without bias, head-major channels, `proj` with bias."""
 

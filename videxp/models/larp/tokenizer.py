@@ -40,6 +40,7 @@ from videxp.models.larp.layers import (
     TransformerEncoderParallel,
     sincos_1d,
     sincos_3d,
+    xavier_linears,
 )
 from videxp.models.larp.prior import make_prior
 from videxp.models.larp.quantizer import Bottleneck, Generators, multinomial_rows
@@ -284,11 +285,7 @@ class LARPTokenizer(nn.Module):
         latent queries, zero output layer. Checkpoints overwrite all of it. Skipped on the meta device."""
         if self.final_layer.linear.weight.is_meta:
             return
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        xavier_linears(self)
         f, De, Dd, N = (
             self.flags,
             self.encoder_hidden_size,
