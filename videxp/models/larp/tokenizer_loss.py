@@ -32,10 +32,8 @@ __all__ = ["DEFAULT_OPTIONS", "GAN_LOSSES", "TokenizerLoss", "build_tokenizer_lo
 GAN_LOSSES = ("ns_smooth", "ns", "hinge")
 DISC_KEYS = ("hidden_size", "n_heads", "n_layers", "temporal_patch_size", "patch_size", "ln_eps")
 LECAM_DECAY = 0.999  # LARP's update_lecam_ema
-SMOOTH_STD, SMOOTH_CLAMP = (
-    0.15,
-    0.3,
-)  # ns_smooth: targets 1 - |N(0,1)| x 0.15 >= 0.7 and |N(0,1)| x 0.15 <= 0.3
+# ns_smooth targets: real 1 - |N(0,1)| x SMOOTH_STD >= 1 - SMOOTH_CLAMP, fake |N(0,1)| x SMOOTH_STD <= CLAMP
+SMOOTH_STD, SMOOTH_CLAMP = 0.15, 0.3
 DEFAULT_OPTIONS: dict[str, Any] = {  # model.tokenizer_loss_options; LARP cfgs/larp_tokenizer.yaml loss.args
     "lpips_backbone_path": None,  # torchvision's VGG16 file; None: videxp's weight cache (downloads online)
     "disc_loss": "ns_smooth",  # disc_loss 'ns_smooth' | ns | hinge
