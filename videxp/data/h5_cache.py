@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import logging
@@ -327,7 +328,7 @@ class ProcessLocalFile:
 # ----------------------------------------------------------------------------- loaders
 
 
-class CachedSplits(L.LightningDataModule):
+class CachedSplits(L.LightningDataModule, abc.ABC):
     """Loaders over one cache file per split of a `VideoDataModule`, ``<cache_dir>/<split>.h5``.
 
     Subclasses say how a split's file is built or checked (`build`, returning its summary) and opened as a
@@ -349,13 +350,13 @@ class CachedSplits(L.LightningDataModule):
         self.summaries: dict[str, dict[str, Any]] = {}
         self._datasets: dict[str, Dataset] = {}
 
+    @abc.abstractmethod
     def build(self, split: str) -> dict[str, Any]:
         """Write (or check) the cache of one split; its summary."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def open(self, split: str) -> Dataset:
         """The dataset over one split's finished cache."""
-        raise NotImplementedError
 
     def cache_path(self, split: str) -> Path:
         """The cache file of one split."""
