@@ -149,6 +149,23 @@ def read_bandwidth(nbytes: int) -> float:
     return nbytes / seconds / 1e9
 
 
+def lpips_gflop_per_frame(metric: LPIPS, height: int, width: int) -> float:
+    """GFLOP of one LPIPS frame pair (both trunks, heads), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pair = torch.zeros(2, 1, 3, height, width)
+    with FlopCounterMode(display=False) as counter:
+        metric.score_frames(*pair)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(size: int = 2048) -> float:
+    """GFLOP/s of a float32 [size, size] matmul (all threads): the machine's practical compute rate."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    seconds, _ = best_time(5, torch.mm, a, b)
+    return 2 * size**3 / seconds / 1e9
+
+
 def ours(metric: FrameMetric, pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     """Full update path (validation, scoring, bookkeeping); returns [V, T] values."""
     metric.reset()
@@ -246,6 +263,13 @@ def main() -> None:
                     print(
                         f"{'':<8} psnr reads its float32 input at {nbytes / t_ours / 1e9:.1f} GB/s; one "
                         f"streaming read pass of the same size runs at {read_bandwidth(nbytes):.1f} GB/s"
+                    )
+                if label == "lpips":  # compute-bound: the trunks' FLOP rate vs a large matmul's
+                    gflop = lpips_gflop_per_frame(metric, *shape[-2:]) * n_frames
+                    print(
+                        f"{'':<8} lpips: {gflop / n_frames:.2f} GFLOP per frame; videxp runs at "
+                        f"{gflop / t_ours:.0f} GFLOP/s, JH at {gflop / t_ref:.0f}; a 2048² float32 matmul "
+                        f"runs at {matmul_gflops():.0f} GFLOP/s"
                     )
 
 

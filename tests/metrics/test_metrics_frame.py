@@ -12,6 +12,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import videxp.metrics.ssim as ssim_module
 from videxp.metrics import PSNR, SSIM, FrameMetric, Metric, format_table, write_report
 
 WANG = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False, "data_range": 1.0}
@@ -310,6 +311,30 @@ def test_as_array_shape_axes_and_missing() -> None:
     # mean: frames per (video, sample), then samples, then videos
     expected = np.mean([np.mean([vals[0].mean(), vals[0, :2].mean()]), vals[1].mean()])
     assert m.compute()["value"] == pytest.approx(expected)
+
+
+def test_cv2_ssim_checks_values_in_its_threads(monkeypatch) -> None:
+    """The default CPU SSIM finds the value extremes in its own chunk threads (no torch pass before them):
+    NaN, inf and out-of-range values in any chunk are refused naming the tensor, and chunking changes no
+    value."""
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 8, 3, 24, 24), torch.rand(2, 8, 3, 24, 24)  # 48 planes
+    whole = SSIM()
+    whole.update(pred, target, video_index=[0, 1], sample_index=[0, 0])
+    monkeypatch.setattr(ssim_module, "CV2_CHUNK_ELEMENTS", 2 * 24 * 24)  # 24 chunks over the threads
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    chunked = SSIM()
+    chunked.update(pred, target, video_index=[0, 1], sample_index=[0, 0])
+    np.testing.assert_array_equal(chunked.as_array(), whole.as_array())
+    for name, value, match in (
+        ("target", float("nan"), "target contains NaN"),
+        ("pred", float("inf"), "pred contains inf"),
+        ("pred", -0.5, r"pred values span \[-0.5"),
+    ):
+        bad = {"pred": pred.clone(), "target": target.clone()}
+        bad[name][1, 7, 2, 20, 3] = value  # in the last chunk
+        with pytest.raises(ValueError, match=match):
+            chunked.update(bad["pred"], bad["target"], video_index=[2, 3], sample_index=[0, 0])
 
 
 def test_input_errors() -> None:

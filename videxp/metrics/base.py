@@ -303,6 +303,15 @@ class FrameMetric(Metric):
         """
         if not (self.takes_uint8 and pred.dtype == target.dtype == torch.uint8):
             pred, target = _unit_float(pred), _unit_float(target)
+        return self.extremes_and_scores(pred, target)
+
+    def extremes_and_scores(
+        self, pred: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min and max of pred and of target [4] float64, `score_frames` [n]) of one slice [n, C, H, W];
+        uint8 extremes are reported as 0 and 1. Metrics whose CPU scoring runs on their own threads override
+        this to find the extremes there: a torch reduction just before would leave its OpenMP threads
+        spinning on the cores those threads need."""
         extremes = []
         for x in (pred, target):
             extremes.extend(torch.aminmax(x) if x.is_floating_point() else (x.new_zeros(()), x.new_ones(())))

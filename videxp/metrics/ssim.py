@@ -226,8 +226,9 @@ class SSIM(FrameMetric):
         s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, *self._constants(scale))
         return s_map.sum(dim=(-2, -1), dtype=torch.float64)  # [P]
 
-    def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
-        """Sum [P] (float64) of the valid SSIM map of planes x, y [P, H, W] (numpy), filtered by OpenCV.
+    def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """Sum [P] (float64) of the valid SSIM map of planes x, y [P, H, W] (numpy), filtered by OpenCV, and
+        the planes' extremes [4] (min and max of x, of y; NaN if any value is; 0 and 1 for uint8).
 
         The four maps are stacked into one tall image [4·P·H, W] for a single `cv2.sepFilter2D` call: a
         valid output row reads only rows of its own plane, so stacking changes nothing in the cropped
@@ -237,6 +238,9 @@ class SSIM(FrameMetric):
         p, h, w = x.shape
         r = (self.win_size - 1) // 2
         dtype = np.float32 if self.dtype == torch.float32 else np.float64
+        extremes = np.array([0.0, 1.0, 0.0, 1.0])  # uint8: valid by type
+        if scale == 1.0:  # np.min / np.max propagate NaN
+            extremes = np.array([x.min(), x.max(), y.min(), y.max()], dtype=np.float64)
         # centring constants: any value near the plane's mean does (it is added back exactly)
         mean_x = x.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)  # [P, 1, 1]
         mean_y = y.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)
@@ -259,66 +263,89 @@ class SSIM(FrameMetric):
         scratch = filtered.reshape(-1)[: np.prod(valid)].reshape(valid)
         consts = self._constants(scale)
         s_map = ssim_map(np, *maps, scratch, mean_x + mean_y, mean_x - mean_y, *consts)
-        return s_map.sum(axis=(1, 2), dtype=np.float64)  # [P]
+        return s_map.sum(axis=(1, 2), dtype=np.float64), extremes  # [P], [4]
 
-    def _sums_cv2(self, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
-        """`_map_sum_cv2` over chunks of the planes x, y [P, H, W] (CPU), spread over torch's thread count."""
-        xs, ys = x.contiguous().numpy(), y.contiguous().numpy()
-        p, h, w = xs.shape
-        parts = chunks(p, h * w, CV2_CHUNK_ELEMENTS)
-        sums = map_chunks(lambda c: self._map_sum_cv2(xs[c], ys[c], scale), parts)
-        return torch.from_numpy(np.concatenate(sums))  # [P] float64
+    def _score_cv2(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(extremes [4] float64, mean SSIM [N]) of CPU frames [N, C, H, W] with the cv2 backend: chunks of
+        planes spread over `torch.get_num_threads()` threads, each also finding its planes' extremes (so no
+        torch reduction runs before the threads; see `FrameMetric.extremes_and_scores`)."""
+        if pred.device.type != "cpu":
+            raise ValueError(f"the cv2 SSIM backend runs on CPU tensors, got {pred.device}")
+        n, c, h, w = pred.shape
+        # uint8 frames are scored on their own 0..255 scale with the constants scaled to match (SSIM
+        # does not change when values and data range scale together)
+        scale = 255.0 if pred.dtype == torch.uint8 else 1.0
+        if scale == 1.0:
+            pred, target = pred.to(self.dtype), target.to(self.dtype)
+        xs = pred.reshape(n * c, h, w).contiguous().numpy()  # [P, H, W]
+        ys = target.reshape(n * c, h, w).contiguous().numpy()
+        parts = chunks(n * c, h * w, CV2_CHUNK_ELEMENTS)
+        results = map_chunks(lambda part: self._map_sum_cv2(xs[part], ys[part], scale), parts)
+        total = np.concatenate([sums for sums, _ in results])  # [P]
+        ext = np.stack([e for _, e in results])  # [chunks, 4]
+        extremes = np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()])
+        per_channel = torch.from_numpy(total / ((h - self.win_size + 1) * (w - self.win_size + 1))).view(n, c)
+        return torch.from_numpy(extremes), per_channel.mean(dim=1)  # [4], [N]
 
-    def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean SSIM [N] of pred vs target [N, C, H, W] (both float, or both uint8 read as x / 255)."""
+    def _backend_for(self, device: torch.device) -> str:
+        """The filtering backend `auto` resolves to on `device` (see the class docstring)."""
+        if self.backend != "auto":
+            return self.backend
+        if device.type == "cpu":
+            return "shift" if self.compile else "cv2"
+        return "conv2d" if self.dtype == torch.float64 else "shift"
+
+    def _check_frames(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """ValueError unless pred and target are [N, C, H, W] of one shape, at least the window's size."""
         if pred.shape != target.shape or pred.ndim != 4:
             raise ValueError(
                 "expected two [N, C, H, W] tensors of one shape, got "
                 f"pred {tuple(pred.shape)} and target {tuple(target.shape)}"
             )
-        n, c, h, w = pred.shape
+        h, w = pred.shape[-2:]
         if h < self.win_size or w < self.win_size:
             raise ValueError(
                 f"frames of {h}x{w} are smaller than the {self.win_size}x{self.win_size} SSIM window"
             )
-        backend = self.backend
-        if backend == "auto":
-            if pred.device.type == "cpu":
-                backend = "shift" if self.compile else "cv2"
-            else:
-                backend = "conv2d" if self.dtype == torch.float64 else "shift"
-        # uint8 frames are scored on their own 0..255 scale with the constants scaled to match (SSIM
-        # does not change when values and data range scale together)
-        scale = 255.0 if pred.dtype == torch.uint8 else 1.0
+
+    def extremes_and_scores(
+        self, pred: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cv2 backend finds the extremes in its own threads; other backends as `FrameMetric`."""
+        if self._backend_for(pred.device) != "cv2":
+            return super().extremes_and_scores(pred, target)
+        self._check_frames(pred, target)
+        return self._score_cv2(pred, target)
+
+    def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean SSIM [N] of pred vs target [N, C, H, W] (both float, or both uint8 read as x / 255)."""
+        self._check_frames(pred, target)
+        backend = self._backend_for(pred.device)
+        if backend == "cv2":
+            return self._score_cv2(pred, target)[1]
+        n, c, h, w = pred.shape
+        scale = 255.0 if pred.dtype == torch.uint8 else 1.0  # uint8: constants scaled (as `_score_cv2`)
         k = self.win_size
         rows, cols = h - k + 1, w - k + 1  # the valid region
-        if backend == "cv2":
-            if pred.device.type != "cpu":
-                raise ValueError(f"the cv2 SSIM backend runs on CPU tensors, got {pred.device}")
-            if scale == 1.0:
-                pred, target = pred.to(self.dtype), target.to(self.dtype)
-            x, y = pred.reshape(n * c, h, w), target.reshape(n * c, h, w)  # [P, H, W]
-            total = self._sums_cv2(x, y, scale)  # [P] float64
-        else:
-            x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
-            y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
-            mean_x = x.mean(dim=(1, 2), keepdim=True)  # [P, 1, 1] centring constants
-            mean_y = y.mean(dim=(1, 2), keepdim=True)
-            x, y = x - mean_x, y - mean_y  # centred planes (see the class docstring)
-            mean_s, mean_d = mean_x + mean_y, mean_x - mean_y
-            # On CPU, horizontal strips of STRIP_ROWS output rows (plus the window's k - 1 halo rows) keep
-            # the filtered maps cache-sized; the strips' map sums add up to the whole map's sum.
-            strip = STRIP_ROWS if pred.device.type == "cpu" else rows
-            total = sum(
-                self._map_sum(
-                    x[:, r : min(r + strip, rows) + k - 1],
-                    y[:, r : min(r + strip, rows) + k - 1],
-                    mean_s,
-                    mean_d,
-                    backend,
-                    scale,
-                )
-                for r in range(0, rows, strip)
-            )  # [P] float64
+        x = pred.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
+        y = target.to(self.dtype).reshape(n * c, h, w)  # [P, H, W]
+        mean_x = x.mean(dim=(1, 2), keepdim=True)  # [P, 1, 1] centring constants
+        mean_y = y.mean(dim=(1, 2), keepdim=True)
+        x, y = x - mean_x, y - mean_y  # centred planes (see the class docstring)
+        mean_s, mean_d = mean_x + mean_y, mean_x - mean_y
+        # On CPU, horizontal strips of STRIP_ROWS output rows (plus the window's k - 1 halo rows) keep
+        # the filtered maps cache-sized; the strips' map sums add up to the whole map's sum.
+        strip = STRIP_ROWS if pred.device.type == "cpu" else rows
+        total = sum(
+            self._map_sum(
+                x[:, r : min(r + strip, rows) + k - 1],
+                y[:, r : min(r + strip, rows) + k - 1],
+                mean_s,
+                mean_d,
+                backend,
+                scale,
+            )
+            for r in range(0, rows, strip)
+        )  # [P] float64
         per_channel = (total / (rows * cols)).view(n, c)  # [N, C]
         return per_channel.mean(dim=1)  # [N]
