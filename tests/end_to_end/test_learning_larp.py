@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import compose_cfg
 from hydra.utils import instantiate
-from test_learning import _scores  # PSNR of the model's test continuations and of both baselines
+from test_learning import _scores  # a frame metric of the model's test continuations and of both baselines
 
 from videxp import train
 from videxp.metrics import PSNR, SSIM
@@ -45,7 +45,7 @@ def test_untrained_model_is_below_both_baselines(tmp_path):
 
 @pytest.mark.slow
 def test_demo_larp_recipe_beats_both_baselines(tmp_path):
-    """The full recipe (make demo-larp's step counts): ~26 minutes on 2 cores. Its greedy predictions beat
+    """The full recipe (make demo-larp's step counts): 31-37 minutes on 2 cores. Its greedy predictions beat
     both baselines on PSNR and on SSIM (make demo-larp: SSIM 0.588 vs repeat_last 0.452; issue 20's notes)."""
     trainer, cfg = _train_both(tmp_path, tok_steps=10000, ar_steps=3000)
     for metric_class in (PSNR, SSIM):
