@@ -337,6 +337,33 @@ def test_cv2_ssim_checks_values_in_its_threads(monkeypatch) -> None:
             chunked.update(bad["pred"], bad["target"], video_index=[2, 3], sample_index=[0, 0])
 
 
+
+def test_cv2_ssim_scores_an_update_in_one_call_converting_per_chunk(monkeypatch) -> None:
+    """The default CPU SSIM scores all frames of an update in one call of its threads (no slices, whatever
+    `chunk_frames` says), converting float64 and bfloat16 frames chunk by chunk; other backends still
+    slice by `chunk_frames`."""
+    torch.manual_seed(1)
+    pred, target = torch.rand(3, 10, 3, 24, 24), torch.rand(3, 10, 3, 24, 24)
+    calls: list[int] = []
+    score = SSIM._score_cv2
+
+    def counting(self, p, t):
+        calls.append(len(p))
+        return score(self, p, t)
+
+    monkeypatch.setattr(SSIM, "_score_cv2", counting)
+    frames = SSIM(chunk_frames=4)
+    frames.update(pred, target, video_index=[0, 1, 2], sample_index=[0, 0, 0])
+    assert calls == [30]
+    assert SSIM(backend="shift", chunk_frames=4).frames_per_call(pred.flatten(0, 1)) == 4
+    for dtype, atol in ((torch.float64, 1e-6), (torch.bfloat16, 1e-6)):
+        other = SSIM()
+        p, t = pred.to(dtype), target.to(dtype)
+        other.update(p, t, video_index=[0, 1, 2], sample_index=[0, 0, 0])
+        same = SSIM()  # the same values, as float32
+        same.update(p.float(), t.float(), video_index=[0, 1, 2], sample_index=[0, 0, 0])
+        np.testing.assert_allclose(other.as_array(), same.as_array(), rtol=0, atol=atol)
+
 def test_input_errors() -> None:
     m = PSNR()
     x = torch.rand(2, 3, 3, 16, 16)

@@ -200,10 +200,10 @@ class FrameMetric(Metric):
       else min; ties go to the lowest sample index), then the mean over videos (SRVP best-of-K).
 
     Scores are stored as float64 numpy arrays; `chunk_frames` bounds how many frames are scored at once
-    (on CPU also `slice_bytes`: slices stay cache-sized). `compile=True` runs the value check and
-    `score_frames` of each slice as one `torch.compile`d kernel (Inductor fuses the elementwise passes;
-    same values up to float rounding); if compiling fails (e.g. no C++ compiler), a warning says so and
-    the eager kernel is used.
+    (on CPU also `slice_bytes`: slices stay cache-sized; see `frames_per_call`). `compile=True` runs the
+    value check and `score_frames` of each slice as one `torch.compile`d kernel (Inductor fuses the
+    elementwise passes; same values up to float rounding); if compiling fails (e.g. no C++ compiler), a
+    warning says so and the eager kernel is used.
     """
 
     slice_bytes: ClassVar[int] = CPU_CHUNK_BYTES  # CPU: float64 bytes of input per scored slice
@@ -271,9 +271,7 @@ class FrameMetric(Metric):
         b, t = pred.shape[:2]
         flat_pred = pred.reshape(b * t, *pred.shape[2:])  # [N, C, H, W]
         flat_target = target.reshape(b * t, *target.shape[2:])  # [N, C, H, W]
-        step = self.chunk_frames
-        if pred.device.type == "cpu":  # cache-sized slices: value check and scoring read each slice once
-            step = min(step, max(1, self.slice_bytes // (8 * flat_pred[0].numel())))
+        step = self.frames_per_call(flat_pred)
         kernel = self._kernel()
         scores = []
         for start in range(0, b * t, step):
@@ -293,6 +291,13 @@ class FrameMetric(Metric):
             raise ValueError(f"{self.name} produced NaN scores")
         self._chunks.append((video, sample, frame, values))
         self._table_cache = None
+
+    def frames_per_call(self, frames: torch.Tensor) -> int:
+        """How many of `frames` [N, C, H, W] one kernel call scores: `chunk_frames`, on CPU at most
+        `slice_bytes` of float64-sized input (cache-sized slices: value check and scoring read each once)."""
+        if frames.device.type != "cpu":
+            return self.chunk_frames
+        return min(self.chunk_frames, max(1, self.slice_bytes // (8 * frames[0].numel())))
 
     def _checked_scores(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(min and max of pred and of target [4], scores [n]) of one slice [n, C, H, W]: one kernel.

@@ -84,39 +84,43 @@ def filter_valid(z: torch.Tensor, weights: list[float], backend: str) -> torch.T
     return res
 
 
-def ssim_map(xp, fs, fd, ess, edd, scratch, mean_s, mean_d, c1: float, c2: float, cov_norm: float):
+def variance_offset(c2: float, cov_norm: float) -> float:
+    """What `ssim_map` expects added to the window means of s'²: 2 c2 before the covariance scaling."""
+    return 2.0 * c2 / cov_norm
+
+
+def ssim_map(xp, fs, fd, ess, edd, scratch, mean_s, mean_d, c1: float, cov_norm: float):
     """The SSIM map from the window means of centred planes, in place, for numpy (`xp=np`) or torch.
 
     With s = x + y and d = x - y, centred per plane (s' = s - mean_s, d' = d - mean_d): `fs`, `fd` are the
-    window means of s', d' and `ess`, `edd` those of s'², d'² (all [P, H', W'], overwritten). Since
+    window means of s', d' and `edd` that of d'²; `ess` is that of s'² plus `variance_offset(c2, cov_norm)`
+    (the cv2 backend's filter adds it for free; all maps [P, H', W'], overwritten). Since
     E[s²] - E[d²] = 4 E[xy] and E[s²] + E[d²] = 2 (E[x²] + E[y²]), these four maps give μx μy, μx² + μy²,
     σxy and σx² + σy²; the variances do not change with the centring, the means get mean_s, mean_d back,
-    and the factors of 2 cancel in each ratio. `scratch`: four more arrays of that shape; the map is
-    returned in scratch[0].
+    and the factors of 2 cancel in each ratio. The offset carries c2 into both variance terms, and c1 is
+    added once to (μx + μy)², which appears in both mean terms. `scratch`: two more arrays of that
+    shape; the map is returned in scratch[0].
     """
-    t0, t1, t2, t3 = scratch
+    t0, t1 = scratch
     xp.multiply(fs, fs, out=t0)
     xp.multiply(fd, fd, out=t1)
-    ess -= t0  # Var(s) = σx² + σy² + 2 σxy per window
+    ess -= t0  # Var(s) + offset = σx² + σy² + 2 σxy + offset per window
     edd -= t1  # Var(d) = σx² + σy² - 2 σxy
-    xp.subtract(ess, edd, out=t2)  # 4 σxy
-    xp.add(ess, edd, out=t3)  # 2 (σx² + σy²)
+    xp.subtract(ess, edd, out=t1)  # 4 σxy + offset
+    ess += edd  # 2 (σx² + σy²) + offset
     if cov_norm != 1.0:  # sample covariance
-        t2 *= cov_norm
-        t3 *= cov_norm
-    t2 += 2 * c2  # 2 (2 σxy + c2)
-    t3 += 2 * c2  # 2 (σx² + σy² + c2)
+        t1 *= cov_norm  # 2 (2 σxy + c2)
+        ess *= cov_norm  # 2 (σx² + σy² + c2)
     fs += mean_s  # μx + μy
     fs *= fs
+    fs += 2 * c1
     fd += mean_d  # μx - μy
     fd *= fd
-    xp.subtract(fs, fd, out=t0)  # 4 μx μy
-    xp.add(fs, fd, out=t1)  # 2 (μx² + μy²)
-    t0 += 2 * c1
-    t1 += 2 * c1
-    t0 *= t2
-    t1 *= t3
-    t0 /= t1
+    xp.subtract(fs, fd, out=t0)  # 2 (2 μx μy + c1)
+    fs += fd  # 2 (μx² + μy² + c1)
+    t0 *= t1
+    fs *= ess
+    t0 /= fs
     return t0
 
 
@@ -210,11 +214,13 @@ class SSIM(FrameMetric):
         }
 
     def _constants(self, scale: float) -> tuple[float, float, float]:
-        """(c1, c2, covariance normalisation) of these settings for frames holding `scale` · the values."""
+        """(c1, the variance offset of `ssim_map`, covariance normalisation) of these settings for frames
+        holding `scale` · the values."""
         npix = self.win_size**2
         cov_norm = npix / (npix - 1) if self.sample_covariance else 1.0
         value_range = self.data_range * scale
-        return (self.k1 * value_range) ** 2, (self.k2 * value_range) ** 2, cov_norm
+        c2 = (self.k2 * value_range) ** 2
+        return (self.k1 * value_range) ** 2, variance_offset(c2, cov_norm), cov_norm
 
     def _map_sum(self, x, y, mean_s, mean_d, backend: str, scale: float) -> torch.Tensor:
         """Sum [P] (float64) of the valid SSIM map of centred planes x, y [P, H, W] (torch filtering)."""
@@ -222,8 +228,10 @@ class SSIM(FrameMetric):
         d = x - y
         z = torch.stack([s, d, s * s, d * d], dim=1)  # [P, 4, H, W]
         fs, fd, ess, edd = filter_valid(z, self._weights, backend).unbind(dim=1)  # each [P, H', W']
-        scratch = [torch.empty_like(fs) for _ in range(4)]
-        s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, *self._constants(scale))
+        c1, offset, cov_norm = self._constants(scale)
+        ess += offset
+        scratch = [torch.empty_like(fs) for _ in range(2)]
+        s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, c1, cov_norm)
         return s_map.sum(dim=(-2, -1), dtype=torch.float64)  # [P]
 
     def _map_sum_cv2(self, x: np.ndarray, y: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -232,8 +240,9 @@ class SSIM(FrameMetric):
 
         The four maps are stacked into one tall image [4·P·H, W] for a single `cv2.sepFilter2D` call: a
         valid output row reads only rows of its own plane, so stacking changes nothing in the cropped
-        region. numpy and OpenCV release the GIL, so chunks of planes run in parallel threads. uint8
-        planes (`scale` 255) are converted to the compute dtype by the centring subtraction itself.
+        region. numpy and OpenCV release the GIL, so chunks of planes run in parallel threads. Planes of
+        another dtype than the compute dtype (uint8 at `scale` 255, float64) are converted to it by the
+        centring subtraction itself.
         """
         p, h, w = x.shape
         r = (self.win_size - 1) // 2
@@ -244,26 +253,27 @@ class SSIM(FrameMetric):
         # centring constants: any value near the plane's mean does (it is added back exactly)
         mean_x = x.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)  # [P, 1, 1]
         mean_y = y.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)
-        z, filtered = _scratch((4, p, h, w), dtype)  # z: s', d', s'², d'² of the centred planes
-        np.subtract(x, mean_x, out=z[2])
+        z, filtered = _scratch((4, p, h, w), dtype)  # z: s'², s', d', d'² of the centred planes
+        np.subtract(x, mean_x, out=z[0])
         np.subtract(y, mean_y, out=z[3])
-        np.add(z[2], z[3], out=z[0])
-        np.subtract(z[2], z[3], out=z[1])
-        np.multiply(z[0], z[0], out=z[2])
-        np.multiply(z[1], z[1], out=z[3])
+        np.add(z[0], z[3], out=z[1])
+        np.subtract(z[0], z[3], out=z[2])
+        np.multiply(z[1], z[1], out=z[0])
+        np.multiply(z[2], z[2], out=z[3])
         import cv2  # deferred: only the CPU backend needs OpenCV (GPU runs go without it)
 
         kernel = np.asarray(self._weights, dtype=dtype)
-        cv2.sepFilter2D(z.reshape(4 * p * h, w), -1, kernel, kernel, dst=filtered.reshape(4 * p * h, w))
-        # the valid region, made contiguous in z's memory (z is filtered already); the rest of the work
-        # runs in place there, with the filtered buffer's memory as the temporaries
-        valid = (4, p, h - 2 * r, w - 2 * r)
-        maps = z.reshape(-1)[: np.prod(valid)].reshape(valid)  # [4, P, H', W']
-        np.copyto(maps, filtered[:, :, r : h - r, r : w - r])
-        scratch = filtered.reshape(-1)[: np.prod(valid)].reshape(valid)
-        consts = self._constants(scale)
-        s_map = ssim_map(np, *maps, scratch, mean_x + mean_y, mean_x - mean_y, *consts)
-        return s_map.sum(axis=(1, 2), dtype=np.float64), extremes  # [P], [4]
+        c1, offset, cov_norm = self._constants(scale)
+        for first, last, delta in ((0, 1, offset), (1, 4, 0.0)):  # the filter adds the offset to s'²'s map
+            rows = (last - first) * p * h
+            src, dst = z[first:last].reshape(rows, w), filtered[first:last].reshape(rows, w)
+            cv2.sepFilter2D(src, -1, kernel, kernel, dst=dst, delta=delta)
+        # the valid rows of each filtered plane (whole rows: contiguous blocks, no copy), with z's memory as
+        # the temporaries; the border columns are computed too and left out of the sum
+        ess, fs, fd, edd = filtered[:, :, r : h - r]  # each [P, H', W]
+        scratch = z[:2, :, r : h - r]
+        s_map = ssim_map(np, fs, fd, ess, edd, scratch, mean_x + mean_y, mean_x - mean_y, c1, cov_norm)
+        return s_map[:, :, r : w - r].sum(axis=(1, 2), dtype=np.float64), extremes  # [P], [4]
 
     def _score_cv2(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(extremes [4] float64, mean SSIM [N]) of CPU frames [N, C, H, W] with the cv2 backend: chunks of
@@ -275,7 +285,7 @@ class SSIM(FrameMetric):
         # uint8 frames are scored on their own 0..255 scale with the constants scaled to match (SSIM
         # does not change when values and data range scale together)
         scale = 255.0 if pred.dtype == torch.uint8 else 1.0
-        if scale == 1.0:
+        if pred.dtype not in (torch.uint8, torch.float32, torch.float64):  # numpy has no bfloat16
             pred, target = pred.to(self.dtype), target.to(self.dtype)
         xs = pred.reshape(n * c, h, w).contiguous().numpy()  # [P, H, W]
         ys = target.reshape(n * c, h, w).contiguous().numpy()
@@ -286,6 +296,14 @@ class SSIM(FrameMetric):
         extremes = np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()])
         per_channel = torch.from_numpy(total / ((h - self.win_size + 1) * (w - self.win_size + 1))).view(n, c)
         return torch.from_numpy(extremes), per_channel.mean(dim=1)  # [4], [N]
+
+    def frames_per_call(self, frames: torch.Tensor) -> int:
+        """The cv2 backend scores all frames of an update in one call: its threads stream through
+        cache-sized chunks of planes (converting each chunk), so slices would only add a wait for the
+        slowest thread per slice. Other backends slice as `FrameMetric`."""
+        if self._backend_for(frames.device) == "cv2":
+            return len(frames)
+        return super().frames_per_call(frames)
 
     def _backend_for(self, device: torch.device) -> str:
         """The filtering backend `auto` resolves to on `device` (see the class docstring)."""
