@@ -337,7 +337,6 @@ def test_cv2_ssim_checks_values_in_its_threads(monkeypatch) -> None:
             chunked.update(bad["pred"], bad["target"], video_index=[2, 3], sample_index=[0, 0])
 
 
-
 def test_cv2_ssim_scores_an_update_in_one_call_converting_per_chunk(monkeypatch) -> None:
     """The default CPU SSIM scores all frames of an update in one call of its threads (no slices, whatever
     `chunk_frames` says), converting float64 and bfloat16 frames chunk by chunk; other backends still
@@ -363,6 +362,7 @@ def test_cv2_ssim_scores_an_update_in_one_call_converting_per_chunk(monkeypatch)
         same = SSIM()  # the same values, as float32
         same.update(p.float(), t.float(), video_index=[0, 1, 2], sample_index=[0, 0, 0])
         np.testing.assert_allclose(other.as_array(), same.as_array(), rtol=0, atol=atol)
+
 
 def test_input_errors() -> None:
     m = PSNR()
