@@ -209,6 +209,22 @@ def test_ssim_cv2_chunks_threads_and_scratch_reuse_change_nothing() -> None:
     np.testing.assert_allclose(first[::37].numpy(), alone.numpy(), rtol=0, atol=1e-12)
 
 
+def test_ssim_cv2_planes_side_by_side_change_nothing(monkeypatch) -> None:
+    """Planes filtered side by side in wide rows (the default for narrow frames) score as planes filtered
+    one per row, for chunks whose plane counts have many, few or no divisors that fit a row."""
+    rng = np.random.default_rng(9)
+    pred, target = (torch.from_numpy(x).float() for x in _smooth_pair(rng, 11, 3, 32, 48))  # 33 planes
+    expected = _skimage_ssim(pred.double().numpy(), target.double().numpy(), **WANG)
+    scores = {}
+    for row_pixels, chunk_planes in ((512, 33), (512, 16), (48, 33), (4096, 7)):
+        monkeypatch.setattr(ssim_module, "CV2_ROW_PIXELS", row_pixels)
+        monkeypatch.setattr(ssim_module, "CV2_CHUNK_ELEMENTS", chunk_planes * 32 * 48)
+        scores[row_pixels, chunk_planes] = SSIM().score_frames(pred, target).numpy()
+        np.testing.assert_allclose(scores[row_pixels, chunk_planes], expected, rtol=0, atol=1e-6)
+    for got in scores.values():
+        np.testing.assert_allclose(got, scores[48, 33], rtol=0, atol=1e-9)  # 48: one plane per row
+
+
 def test_ssim_cv2_backend_is_cpu_and_eager_only() -> None:
     with pytest.raises(ValueError, match="cannot compile"):
         SSIM(backend="cv2", compile=True)

@@ -28,6 +28,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 BACKENDS = ("auto", "cv2", "conv2d", "shift")
 STRIP_ROWS = 32  # CPU `shift`: output rows filtered at once (cache blocking; results do not change)
 CV2_CHUNK_ELEMENTS = 3 * 2**16  # CPU `cv2`: planes per task hold about this many pixels (~0.75 MB float32)
+CV2_ROW_PIXELS = 512  # CPU `cv2`: narrower planes are filtered side by side in rows of up to this many pixels
 
 _SCRATCH = threading.local()  # per thread: the cv2 backend's two large work buffers, reused between chunks
 
@@ -226,10 +227,12 @@ class SSIM(FrameMetric):
         """Sum [P] (float64) of the valid SSIM map of centred planes x, y [P, H, W] (torch filtering)."""
         s = x + y
         d = x - y
-        z = torch.stack([s, d, s * s, d * d], dim=1)  # [P, 4, H, W]
-        fs, fd, ess, edd = filter_valid(z, self._weights, backend).unbind(dim=1)  # each [P, H', W']
         c1, offset, cov_norm = self._constants(scale)
-        ess += offset
+        # the window weights sum to 1, so the offset added to s² comes through the filter unchanged
+        z = torch.stack([s, d, s * s + offset, d * d], dim=1)  # [P, 4, H, W]
+        filtered = filter_valid(z, self._weights, backend)  # [P, 4, H', W']
+        # four separate maps: torch.compile fuses ssim_map's in-place passes poorly on views of one tensor
+        fs, fd, ess, edd = (m.contiguous() for m in filtered.unbind(dim=1))  # each [P, H', W']
         scratch = [torch.empty_like(fs) for _ in range(2)]
         s_map = ssim_map(torch, fs, fd, ess, edd, scratch, mean_s, mean_d, c1, cov_norm)
         return s_map.sum(dim=(-2, -1), dtype=torch.float64)  # [P]
@@ -238,11 +241,12 @@ class SSIM(FrameMetric):
         """Sum [P] (float64) of the valid SSIM map of planes x, y [P, H, W] (numpy), filtered by OpenCV, and
         the planes' extremes [4] (min and max of x, of y; NaN if any value is; 0 and 1 for uint8).
 
-        The four maps are stacked into one tall image [4·P·H, W] for a single `cv2.sepFilter2D` call: a
-        valid output row reads only rows of its own plane, so stacking changes nothing in the cropped
-        region. numpy and OpenCV release the GIL, so chunks of planes run in parallel threads. Planes of
-        another dtype than the compute dtype (uint8 at `scale` 255, float64) are converted to it by the
-        centring subtraction itself.
+        Each map is laid out as G groups of k planes side by side ([G, H, k, W], rows of k·W pixels, about
+        `CV2_ROW_PIXELS`: OpenCV filters wide rows faster than narrow ones), and the four maps are stacked
+        into one tall image [4·G·H, k·W] for two `cv2.sepFilter2D` calls. A valid output pixel reads only
+        pixels of its own plane, so the layout changes nothing in the cropped region. numpy and OpenCV
+        release the GIL, so chunks of planes run in parallel threads. Planes of another dtype than the
+        compute dtype (uint8 at `scale` 255, float64) are converted by the first sum and difference.
         """
         p, h, w = x.shape
         r = (self.win_size - 1) // 2
@@ -250,30 +254,37 @@ class SSIM(FrameMetric):
         extremes = np.array([0.0, 1.0, 0.0, 1.0])  # uint8: valid by type
         if scale == 1.0:  # np.min / np.max propagate NaN
             extremes = np.array([x.min(), x.max(), y.min(), y.max()], dtype=np.float64)
-        # centring constants: any value near the plane's mean does (it is added back exactly)
-        mean_x = x.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)  # [P, 1, 1]
-        mean_y = y.mean(axis=(1, 2), keepdims=True).astype(dtype, copy=False)
-        z, filtered = _scratch((4, p, h, w), dtype)  # z: s'², s', d', d'² of the centred planes
-        np.subtract(x, mean_x, out=z[0])
-        np.subtract(y, mean_y, out=z[3])
-        np.add(z[0], z[3], out=z[1])
-        np.subtract(z[0], z[3], out=z[2])
-        np.multiply(z[1], z[1], out=z[0])
-        np.multiply(z[2], z[2], out=z[3])
+        k = max(d for d in range(1, max(1, CV2_ROW_PIXELS // w) + 1) if p % d == 0)  # planes side by side
+        g = p // k
+        xs = x.reshape(g, k, h, w).transpose(0, 2, 1, 3)  # [G, H, k, W] views
+        ys = y.reshape(g, k, h, w).transpose(0, 2, 1, 3)
+        z, filtered = _scratch((4, g, h, k, w), dtype)  # z: s'², s', d', d'² of the centred planes
+        s, d = z[1], z[2]
+        np.add(xs, ys, out=s, dtype=dtype)  # in the compute dtype (uint8 sums would wrap)
+        np.subtract(xs, ys, out=d, dtype=dtype)
+        # centring constants: any value near the plane's mean does (the same value is added back). numpy
+        # sums whole rows (axis 1) much faster than along them, so rows go first in every reduction here
+        mean_s = (s.sum(axis=1).sum(axis=-1) / (h * w)).reshape(g, 1, k, 1)  # [G, 1, k, 1]
+        mean_d = (d.sum(axis=1).sum(axis=-1) / (h * w)).reshape(g, 1, k, 1)
+        s -= mean_s
+        d -= mean_d
+        np.multiply(s, s, out=z[0])
+        np.multiply(d, d, out=z[3])
         import cv2  # deferred: only the CPU backend needs OpenCV (GPU runs go without it)
 
         kernel = np.asarray(self._weights, dtype=dtype)
         c1, offset, cov_norm = self._constants(scale)
         for first, last, delta in ((0, 1, offset), (1, 4, 0.0)):  # the filter adds the offset to s'²'s map
-            rows = (last - first) * p * h
-            src, dst = z[first:last].reshape(rows, w), filtered[first:last].reshape(rows, w)
+            rows = (last - first) * g * h
+            src, dst = z[first:last].reshape(rows, k * w), filtered[first:last].reshape(rows, k * w)
             cv2.sepFilter2D(src, -1, kernel, kernel, dst=dst, delta=delta)
-        # the valid rows of each filtered plane (whole rows: contiguous blocks, no copy), with z's memory as
-        # the temporaries; the border columns are computed too and left out of the sum
-        ess, fs, fd, edd = filtered[:, :, r : h - r]  # each [P, H', W]
+        # the valid rows of each filtered group (whole rows: contiguous blocks, no copy), with z's memory as
+        # the temporaries; the border columns of each plane are computed too and left out of the sum
+        ess, fs, fd, edd = filtered[:, :, r : h - r]  # each [G, H', k, W]
         scratch = z[:2, :, r : h - r]
-        s_map = ssim_map(np, fs, fd, ess, edd, scratch, mean_x + mean_y, mean_x - mean_y, c1, cov_norm)
-        return s_map[:, :, r : w - r].sum(axis=(1, 2), dtype=np.float64), extremes  # [P], [4]
+        s_map = ssim_map(np, fs, fd, ess, edd, scratch, mean_s, mean_d, c1, cov_norm)
+        column_sums = s_map.sum(axis=1, dtype=np.float64)  # [G, k, W]
+        return column_sums[..., r : w - r].sum(axis=-1).reshape(p), extremes  # [P], [4]
 
     def _score_cv2(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(extremes [4] float64, mean SSIM [N]) of CPU frames [N, C, H, W] with the cv2 backend: chunks of
