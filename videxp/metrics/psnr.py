@@ -94,10 +94,12 @@ class PSNR(FrameMetric):
             # torch's float sums are pairwise (cascade): float32 keeps ~1e-7 relative error where a
             # running sum (or vector_norm's) loses 1e-5
             sse = sq.view(n, c, h * w).sum(dim=2) if self.per_channel else sq.view(n, -1).sum(dim=1)
-        mse = sse.to(torch.float64) / (h * w if self.per_channel else c * h * w)  # [N, C] or [N]
-        psnr = 10.0 * torch.log10(self.data_range**2 / mse)  # inf where mse == 0
+        # 10·log10(range² / mse) = 10·log10(range² · elements) - 10·log10(sse): +inf where sse == 0
+        elements = h * w if self.per_channel else c * h * w
+        peak_db = 10.0 * math.log10(self.data_range**2 * elements)
+        psnr = sse.to(torch.float64).log10_().mul_(-10.0).add_(peak_db)  # [N, C] or [N]
         if self.max_db is not None:
-            psnr = psnr.clamp(max=self.max_db)
+            psnr = psnr.clamp_(max=self.max_db)
         if self.per_channel:
             psnr = psnr.mean(dim=1)  # [N]
         return psnr
