@@ -138,8 +138,9 @@ class SSIM(FrameMetric):
     Computed batched over all frames and channels in `dtype`: float32 by default, within 1e-6 of the
     float64 value (each plane is centred on its mean before the window sums, so float32's cancellation in
     E[x²] - E[x]² scales with the plane's contrast, not its brightness); float64 for exact agreement.
-    `backend`: ``"cv2"`` (CPU: `cv2.sepFilter2D` over planes stacked into one image, numpy for the rest,
-    plane chunks spread over `torch.get_num_threads()` threads), ``"conv2d"`` (depthwise separable
+    `backend`: ``"cv2"`` (CPU: `cv2.sepFilter2D` over planes laid side by side and stacked into one image,
+    numpy for the rest, plane chunks spread over `torch.get_num_threads()` threads, all frames of an update
+    in one call), ``"conv2d"`` (depthwise separable
     `torch.nn.functional.conv2d`), ``"shift"`` (shifted-slice sums; what `compile=True` compiles) or
     ``"auto"`` (cv2 on CPU without compile, shift with it; on CUDA conv2d for float64, else shift: float32
     cuDNN convs may use TF32). All give the same values up to float rounding.
