@@ -12,6 +12,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+import videxp.metrics.psnr as psnr_module
 import videxp.metrics.ssim as ssim_module
 from videxp.metrics import PSNR, SSIM, FrameMetric, Metric, format_table, write_report
 
@@ -101,6 +102,47 @@ def test_psnr_float32_inputs_within_1e6_db_of_float64() -> None:
         # float32 arithmetic on float32 values: within 1e-6 dB of float64 arithmetic on the same values
         np.testing.assert_allclose(fast.numpy(), rounded.numpy(), rtol=0, atol=1e-6)
         np.testing.assert_allclose(fast.numpy(), exact.numpy(), rtol=0, atol=1e-4)  # the inputs' rounding
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_psnr_large_frames_in_opencv_threads(monkeypatch, per_channel: bool) -> None:
+    """Large CPU frames are scored by OpenCV in threads, all frames in one call: float32 values equal the
+    float64 arithmetic's, uint8 ones are exact, an identical frame hits the cap, and NaN, inf or
+    out-of-range values anywhere are refused naming the tensor."""
+    monkeypatch.setattr(psnr_module, "CV2_TASK_ELEMENTS", 2 * 3 * 128 * 96)  # 2 frames a task
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    torch.manual_seed(2)
+    pred, target = torch.rand(2, 9, 3, 128, 96), torch.rand(2, 9, 3, 128, 96)  # 36,864 values a frame
+    pred[1, 4] = target[1, 4]
+    calls: list[int] = []
+    sse = psnr_module._cv2_sse
+    monkeypatch.setattr(psnr_module, "_cv2_sse", lambda x, *a, **k: calls.append(len(x)) or sse(x, *a, **k))
+    index = {"video_index": [0, 1], "sample_index": [0, 0]}
+    metric = PSNR(per_channel=per_channel)
+    metric.update(pred, target, **index)
+    assert calls == [18]  # one call for all 18 frames
+    exact = PSNR(per_channel=per_channel).score_frames(
+        pred.flatten(0, 1).double(), target.flatten(0, 1).double()
+    )
+    np.testing.assert_allclose(metric.as_array()[:, 0].reshape(-1), exact.numpy(), rtol=0, atol=1e-9)
+    assert metric.as_array()[1, 0, 4] == 100.0
+    u8 = PSNR(per_channel=per_channel)
+    u8.update(pred.mul(255).round().byte(), target.mul(255).round().byte(), **index)
+    from_float = PSNR(per_channel=per_channel)  # the same uint8 values as float64
+    from_float.update(pred.mul(255).round().double() / 255, target.mul(255).round().double() / 255, **index)
+    np.testing.assert_allclose(u8.as_array(), from_float.as_array(), rtol=0, atol=1e-9)
+    for name, value, match in (
+        ("target", float("nan"), "target contains NaN"),
+        ("pred", float("inf"), "pred contains inf"),
+        ("pred", -0.5, r"pred values span \[-0.5"),
+    ):
+        bad = {"pred": pred.clone(), "target": target.clone()}
+        bad[name][1, 8, 2, 100, 3] = value  # in the last task
+        with pytest.raises(ValueError, match=match):
+            PSNR(per_channel=per_channel).update(bad["pred"], bad["target"], **index)
+    frames = torch.rand(64, 3, 128, 96)
+    assert PSNR().frames_per_call(frames) == 64
+    assert PSNR(compile=True).frames_per_call(frames) < 64  # compiled: torch's cache-sized slices
 
 
 def test_psnr_identical_frames() -> None:

@@ -9,13 +9,52 @@ import numpy as np
 import torch
 
 from videxp.metrics.base import FrameMetric
+from videxp.metrics.cpu_chunks import chunks, map_chunks
+
+# CPU float frames of at least this many values are scored by OpenCV in threads: one `minMaxLoc` per input
+# and one `cv2.norm` per frame read each frame about once. Smaller frames stay with torch's slices, since
+# many short OpenCV calls on two threads mostly wait for the GIL
+CV2_FRAME_ELEMENTS = 2**15
+CV2_TASK_ELEMENTS = 2**20  # values of one input per thread task (whole frames)
+
+
+def _cv2_sse(
+    x: np.ndarray, y: np.ndarray, per_channel: bool, extremes: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of squared differences (float64, [N, C] or [N]) of frames x, y [N, C, H, W] (numpy, one dtype)
+    by `cv2.norm`, which reads both frames once and sums in double, over `torch.get_num_threads()` threads;
+    with `extremes` also (min x, max x, min y, max y) [4] by `cv2.minMaxLoc` (it skips NaN, which the sums
+    keep), else (0, 1, 0, 1)."""
+    import cv2  # deferred: only these CPU paths need OpenCV (GPU runs go without it)
+
+    n, c, h, w = x.shape
+
+    def task(part: slice) -> tuple[list, list[float]]:
+        sums, ext = [], [math.inf, -math.inf, math.inf, -math.inf]
+        for a, b in zip(x[part], y[part]):  # [C, H, W] each
+            if extremes:
+                for i, frame in ((0, a), (2, b)):
+                    lo, hi, _, _ = cv2.minMaxLoc(frame.reshape(c * h, w))
+                    ext[i], ext[i + 1] = min(ext[i], lo), max(ext[i + 1], hi)
+            if per_channel:
+                sums.append([cv2.norm(a[k], b[k], cv2.NORM_L2SQR) for k in range(c)])
+            else:
+                sums.append(cv2.norm(a.reshape(c * h, w), b.reshape(c * h, w), cv2.NORM_L2SQR))
+        return sums, ext
+
+    results = map_chunks(task, chunks(n, c * h * w, CV2_TASK_ELEMENTS))
+    sse = np.array([v for sums, _ in results for v in sums], dtype=np.float64)  # [N, C] or [N]
+    if not extremes:
+        return np.array([0.0, 1.0, 0.0, 1.0]), sse
+    ext = np.array([e for _, e in results])  # [tasks, 4]
+    return np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()]), sse
 
 
 def _uint8_sse(pred: torch.Tensor, target: torch.Tensor, per_channel: bool) -> torch.Tensor:
     """Exact sums of squared integer differences (float64) of uint8 frames [N, C, H, W]: [N, C] or [N].
 
-    On CPU one `cv2.norm` per frame (or plane) reads both frames once with integer SIMD arithmetic; its
-    double result is off the integer by ~1e-16 relative (far below 0.5), so rounding gives it exactly.
+    On CPU `cv2.norm` per frame (or plane) reads both frames once with integer SIMD arithmetic; its double
+    result is off the integer by ~1e-16 relative (far below 0.5), so rounding gives it exactly.
     """
     n, c, h, w = pred.shape
     if pred.device.type != "cpu":
@@ -24,13 +63,8 @@ def _uint8_sse(pred: torch.Tensor, target: torch.Tensor, per_channel: bool) -> t
         return (
             sq.sum(dim=2, dtype=torch.int64) if per_channel else sq.sum(dim=(1, 2), dtype=torch.int64)
         ).double()
-    import cv2  # deferred: only this CPU path needs OpenCV (GPU runs go without it)
-
-    rows = c * h if not per_channel else h  # frames (or planes) as 2-D uint8 images for OpenCV
-    x = pred.contiguous().numpy().reshape(-1, rows, w)
-    y = target.contiguous().numpy().reshape(-1, rows, w)
-    sse = np.rint([cv2.norm(a, b, cv2.NORM_L2SQR) for a, b in zip(x, y)])  # [N·C] or [N]
-    return torch.from_numpy(sse.reshape(n, c) if per_channel else sse)
+    _, sse = _cv2_sse(pred.contiguous().numpy(), target.contiguous().numpy(), per_channel, extremes=False)
+    return torch.from_numpy(np.rint(sse))
 
 
 class PSNR(FrameMetric):
@@ -38,7 +72,8 @@ class PSNR(FrameMetric):
 
     The squared differences are summed in the inputs' precision (float32 stays float32: torch's pairwise
     sums keep the PSNR within 1e-6 dB of float64's; float64 inputs are scored in float64), the rest in
-    float64. uint8 pairs (x / 255) are scored from exact integer differences.
+    float64; on CPU, frames of at least `CV2_FRAME_ELEMENTS` values are summed in double by `cv2.norm` in
+    threads instead (one read of each frame). uint8 pairs (x / 255) are scored from exact integer differences.
 
     Default (JH / SRVP): MSE over (C, H, W) of one frame, PSNR = 10·log10(data_range² / MSE), capped at
     `max_db`. With data_range 1 the cap at 100 dB is exactly JH's rule "MSE < 1e-10 → 100"; identical
@@ -79,9 +114,42 @@ class PSNR(FrameMetric):
             "max_db": self.max_db,
             "per_channel": self.per_channel,
             "mse_over": "(H, W), PSNR averaged over channels" if self.per_channel else "(C, H, W)",
-            "dtype": "squared differences in the inputs' float32 / float64 (uint8: integers), then float64",
+            "dtype": "squared differences in the inputs' float32 / float64 (uint8: integers; CPU frames of "
+            f">= {CV2_FRAME_ELEMENTS} values: summed in float64), then float64",
             **super().settings(),
         }
+
+    def _cv2_applies(self, frames: torch.Tensor) -> bool:
+        """Whether CPU frames [N, C, H, W] this large are scored by OpenCV in threads (not when compiled)."""
+        return (
+            not self.compile
+            and frames.device.type == "cpu"
+            and frames.dtype in (torch.uint8, torch.float32, torch.float64)
+            and frames[0].numel() >= CV2_FRAME_ELEMENTS
+        )
+
+    def frames_per_call(self, frames: torch.Tensor) -> int:
+        """Large CPU frames go to OpenCV's threads all at once (they read each frame once, so slices would
+        only add waits); otherwise as `FrameMetric`."""
+        return len(frames) if self._cv2_applies(frames) else super().frames_per_call(frames)
+
+    def extremes_and_scores(
+        self, pred: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Large CPU float frames: extremes and sums from `_cv2_sse` in threads; NaN or inf, which only the
+        sums show, are looked up again by torch so that the error names the tensor. Else (uint8 pairs
+        included) as `FrameMetric`."""
+        if not (self._cv2_applies(pred) and pred.dtype == target.dtype != torch.uint8):
+            return super().extremes_and_scores(pred, target)
+        extremes, sse = _cv2_sse(
+            pred.contiguous().numpy(), target.contiguous().numpy(), self.per_channel, True
+        )
+        if not np.isfinite(sse).all():
+            bad = torch.stack([v for x in (pred, target) for v in torch.aminmax(x)]).double()  # [4]
+            if bad.isfinite().all():
+                raise ValueError("pred and target give non-finite squared differences")
+            return bad, torch.full((len(pred),), math.nan, dtype=torch.float64)
+        return torch.from_numpy(extremes), self._psnr(torch.from_numpy(sse), pred.shape)
 
     def score_frames(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """PSNR [N] of pred vs target [N, C, H, W] (float, or both uint8: exact integer differences)."""
@@ -94,6 +162,11 @@ class PSNR(FrameMetric):
             # torch's float sums are pairwise (cascade): float32 keeps ~1e-7 relative error where a
             # running sum (or vector_norm's) loses 1e-5
             sse = sq.view(n, c, h * w).sum(dim=2) if self.per_channel else sq.view(n, -1).sum(dim=1)
+        return self._psnr(sse, pred.shape)
+
+    def _psnr(self, sse: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """PSNR [N] from the sums of squared differences [N, C] or [N] of frames of `shape` [N, C, H, W]."""
+        _, c, h, w = shape
         # 10·log10(range² / mse) = 10·log10(range² · elements) - 10·log10(sse): +inf where sse == 0
         elements = h * w if self.per_channel else c * h * w
         peak_db = 10.0 * math.log10(self.data_range**2 * elements)
