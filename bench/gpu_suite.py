@@ -429,7 +429,8 @@ def section_frames(ctx: Context) -> Iterator[Row]:
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), backbone)  # random AlexNet trunk
     # SSIM: its default backend; on CPU (tiny runs) "shift", the one that default picks on CUDA for float32
     ssim = SSIM() if ctx.device.type == "cuda" else SSIM(backend="shift")
-    metrics = {"psnr": PSNR(), "ssim": ssim, "lpips": LPIPS(backbone_path=backbone)}
+    psnr = PSNR() if ctx.device.type == "cuda" else PSNR(backend="torch")  # CPU: torch only, as SSIM
+    metrics = {"psnr": psnr, "ssim": ssim, "lpips": LPIPS(backbone_path=backbone)}
     g = torch.Generator(ctx.device).manual_seed(0)
     for label, (videos, frames, side) in ctx.sizes.frame_sets.items():
         target = smooth_frames(videos, frames, side, 0.0, g)  # [V, T, 3, S, S] in [0, 1]

@@ -104,6 +104,21 @@ def test_psnr_float32_inputs_within_1e6_db_of_float64() -> None:
         np.testing.assert_allclose(fast.numpy(), exact.numpy(), rtol=0, atol=1e-4)  # the inputs' rounding
 
 
+def _assert_refuses_bad_values(
+    metric: FrameMetric, pred: torch.Tensor, target: torch.Tensor, at: tuple
+) -> None:
+    """`metric.update` of two videos refuses a NaN, an inf and an out-of-range value at `at`, naming them."""
+    for name, value, match in (
+        ("target", float("nan"), "target contains NaN"),
+        ("pred", float("inf"), "pred contains inf"),
+        ("pred", -0.5, r"pred values span \[-0.5"),
+    ):
+        bad = {"pred": pred.clone(), "target": target.clone()}
+        bad[name][at] = value
+        with pytest.raises(ValueError, match=match):
+            metric.update(bad["pred"], bad["target"], video_index=[2, 3], sample_index=[0, 0])
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_psnr_large_frames_in_opencv_threads(monkeypatch, per_channel: bool) -> None:
     """Large CPU frames are scored by OpenCV in threads, all frames in one call: float32 values equal the
@@ -131,18 +146,20 @@ def test_psnr_large_frames_in_opencv_threads(monkeypatch, per_channel: bool) -> 
     from_float = PSNR(per_channel=per_channel)  # the same uint8 values as float64
     from_float.update(pred.mul(255).round().double() / 255, target.mul(255).round().double() / 255, **index)
     np.testing.assert_allclose(u8.as_array(), from_float.as_array(), rtol=0, atol=1e-9)
-    for name, value, match in (
-        ("target", float("nan"), "target contains NaN"),
-        ("pred", float("inf"), "pred contains inf"),
-        ("pred", -0.5, r"pred values span \[-0.5"),
-    ):
-        bad = {"pred": pred.clone(), "target": target.clone()}
-        bad[name][1, 8, 2, 100, 3] = value  # in the last task
-        with pytest.raises(ValueError, match=match):
-            PSNR(per_channel=per_channel).update(bad["pred"], bad["target"], **index)
+    _assert_refuses_bad_values(PSNR(per_channel=per_channel), pred, target, (1, 8, 2, 100, 3))  # last task
     frames = torch.rand(64, 3, 128, 96)
     assert PSNR().frames_per_call(frames) == 64
     assert PSNR(compile=True).frames_per_call(frames) < 64  # compiled: torch's cache-sized slices
+    calls.clear()  # backend="torch" (machines without OpenCV) never calls it, "cv2" also for small frames
+    torch_only = PSNR(per_channel=per_channel, backend="torch")
+    torch_only.update(pred, target, **index)
+    np.testing.assert_allclose(torch_only.as_array(), metric.as_array(), rtol=0, atol=1e-6)
+    PSNR(backend="torch").update(pred.mul(255).byte(), target.mul(255).byte(), **index)
+    assert calls == []
+    PSNR(backend="cv2").update(pred[:, :, :, :8, :8], target[:, :, :, :8, :8], **index)
+    assert calls == [18]
+    with pytest.raises(ValueError, match="cannot compile"):
+        PSNR(backend="cv2", compile=True)
 
 
 def test_psnr_identical_frames() -> None:
@@ -384,15 +401,7 @@ def test_cv2_ssim_checks_values_in_its_threads(monkeypatch) -> None:
     chunked = SSIM()
     chunked.update(pred, target, video_index=[0, 1], sample_index=[0, 0])
     np.testing.assert_array_equal(chunked.as_array(), whole.as_array())
-    for name, value, match in (
-        ("target", float("nan"), "target contains NaN"),
-        ("pred", float("inf"), "pred contains inf"),
-        ("pred", -0.5, r"pred values span \[-0.5"),
-    ):
-        bad = {"pred": pred.clone(), "target": target.clone()}
-        bad[name][1, 7, 2, 20, 3] = value  # in the last chunk
-        with pytest.raises(ValueError, match=match):
-            chunked.update(bad["pred"], bad["target"], video_index=[2, 3], sample_index=[0, 0])
+    _assert_refuses_bad_values(chunked, pred, target, (1, 7, 2, 20, 3))  # in the last chunk
 
 
 def test_cv2_ssim_scores_an_update_in_one_call_converting_per_chunk(monkeypatch) -> None:

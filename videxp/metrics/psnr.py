@@ -16,6 +16,7 @@ from videxp.metrics.cpu_chunks import chunks, map_chunks
 # many short OpenCV calls on two threads mostly wait for the GIL
 CV2_FRAME_ELEMENTS = 2**15
 CV2_TASK_ELEMENTS = 2**20  # values of one input per thread task (whole frames)
+BACKENDS = ("auto", "cv2", "torch")
 
 
 def _cv2_sse(
@@ -50,14 +51,15 @@ def _cv2_sse(
     return np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()]), sse
 
 
-def _uint8_sse(pred: torch.Tensor, target: torch.Tensor, per_channel: bool) -> torch.Tensor:
+def _uint8_sse(pred: torch.Tensor, target: torch.Tensor, per_channel: bool, cv2: bool) -> torch.Tensor:
     """Exact sums of squared integer differences (float64) of uint8 frames [N, C, H, W]: [N, C] or [N].
 
-    On CPU `cv2.norm` per frame (or plane) reads both frames once with integer SIMD arithmetic; its double
-    result is off the integer by ~1e-16 relative (far below 0.5), so rounding gives it exactly.
+    With `cv2` (CPU frames), `cv2.norm` per frame (or plane) reads both frames once with integer SIMD
+    arithmetic; its double result is off the integer by ~1e-16 relative (far below 0.5), so rounding gives
+    it exactly. Else torch sums int32 differences in int64.
     """
     n, c, h, w = pred.shape
-    if pred.device.type != "cpu":
+    if not cv2:
         d = pred.to(torch.int32) - target.to(torch.int32)  # [N, C, H, W]
         sq = d.square_().view(n, c, h * w)
         return (
@@ -72,8 +74,10 @@ class PSNR(FrameMetric):
 
     The squared differences are summed in the inputs' precision (float32 stays float32: torch's pairwise
     sums keep the PSNR within 1e-6 dB of float64's; float64 inputs are scored in float64), the rest in
-    float64; on CPU, frames of at least `CV2_FRAME_ELEMENTS` values are summed in double by `cv2.norm` in
-    threads instead (one read of each frame). uint8 pairs (x / 255) are scored from exact integer differences.
+    float64. `backend`: ``"auto"`` (default) sums CPU frames of at least `CV2_FRAME_ELEMENTS` values (and
+    uint8 CPU frames) in double with `cv2.norm` in threads (one read of each frame) and the rest with torch;
+    ``"cv2"`` sends every CPU frame to OpenCV, ``"torch"`` none (for machines without OpenCV). uint8 pairs
+    (x / 255) are scored from exact integer differences.
 
     Default (JH / SRVP): MSE over (C, H, W) of one frame, PSNR = 10·log10(data_range² / MSE), capped at
     `max_db`. With data_range 1 the cap at 100 dB is exactly JH's rule "MSE < 1e-10 → 100"; identical
@@ -93,12 +97,17 @@ class PSNR(FrameMetric):
         data_range: float = 1.0,
         max_db: float | None = 100.0,
         per_channel: bool = False,
+        backend: str = "auto",
         reduction: str = "mean",
         chunk_frames: int = 256,
         compile: bool = False,
         name: str | None = None,
     ) -> None:
         super().__init__(reduction=reduction, chunk_frames=chunk_frames, compile=compile, name=name)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "cv2" and compile:
+            raise ValueError("the cv2 PSNR backend runs OpenCV, which torch.compile cannot compile")
         if not data_range > 0:
             raise ValueError(f"data_range must be positive, got {data_range}")
         if max_db is not None and not math.isfinite(max_db):
@@ -106,6 +115,7 @@ class PSNR(FrameMetric):
         self.data_range = float(data_range)
         self.max_db = None if max_db is None else float(max_db)
         self.per_channel = bool(per_channel)
+        self.backend = backend
 
     def settings(self) -> dict[str, Any]:
         """PSNR conventions plus the reduction."""
@@ -113,6 +123,7 @@ class PSNR(FrameMetric):
             "data_range": self.data_range,
             "max_db": self.max_db,
             "per_channel": self.per_channel,
+            "backend": self.backend,
             "mse_over": "(H, W), PSNR averaged over channels" if self.per_channel else "(C, H, W)",
             "dtype": "squared differences in the inputs' float32 / float64 (uint8: integers; CPU frames of "
             f">= {CV2_FRAME_ELEMENTS} values: summed in float64), then float64",
@@ -120,12 +131,15 @@ class PSNR(FrameMetric):
         }
 
     def _cv2_applies(self, frames: torch.Tensor) -> bool:
-        """Whether CPU frames [N, C, H, W] this large are scored by OpenCV in threads (not when compiled)."""
+        """Whether CPU frames [N, C, H, W] are scored by OpenCV in threads: with `backend="cv2"`, or with
+        "auto" (not compiled) when they hold at least `CV2_FRAME_ELEMENTS` values."""
         return (
-            not self.compile
-            and frames.device.type == "cpu"
+            frames.device.type == "cpu"
             and frames.dtype in (torch.uint8, torch.float32, torch.float64)
-            and frames[0].numel() >= CV2_FRAME_ELEMENTS
+            and (
+                self.backend == "cv2"
+                or (self.backend == "auto" and not self.compile and frames[0].numel() >= CV2_FRAME_ELEMENTS)
+            )
         )
 
     def frames_per_call(self, frames: torch.Tensor) -> int:
@@ -155,7 +169,8 @@ class PSNR(FrameMetric):
         """PSNR [N] of pred vs target [N, C, H, W] (float, or both uint8: exact integer differences)."""
         n, c, h, w = pred.shape
         if pred.dtype == target.dtype == torch.uint8:
-            sse = _uint8_sse(pred, target, self.per_channel) / 255.0**2  # [N, C] or [N], in [0, 1] units
+            cv2 = pred.device.type == "cpu" and self.backend != "torch" and not self.compile
+            sse = _uint8_sse(pred, target, self.per_channel, cv2) / 255.0**2  # [N, C] or [N], in [0, 1] units
         else:
             dtype = torch.float64 if torch.float64 in (pred.dtype, target.dtype) else torch.float32
             sq = (pred.to(dtype) - target.to(dtype)).square_()  # [N, C, H, W]
