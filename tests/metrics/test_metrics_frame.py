@@ -141,6 +141,9 @@ def test_psnr_large_frames_in_opencv_threads(monkeypatch, per_channel: bool) -> 
     )
     np.testing.assert_allclose(metric.as_array()[:, 0].reshape(-1), exact.numpy(), rtol=0, atol=1e-9)
     assert metric.as_array()[1, 0, 4] == 100.0
+    mixed = PSNR(per_channel=per_channel)  # float32 against float64: each pair compared in float64
+    mixed.update(pred, target.double(), **index)
+    np.testing.assert_allclose(mixed.as_array(), metric.as_array(), rtol=0, atol=1e-9)
     u8 = PSNR(per_channel=per_channel)
     u8.update(pred.mul(255).round().byte(), target.mul(255).round().byte(), **index)
     from_float = PSNR(per_channel=per_channel)  # the same uint8 values as float64

@@ -22,10 +22,10 @@ BACKENDS = ("auto", "cv2", "torch")
 def _cv2_sse(
     x: np.ndarray, y: np.ndarray, per_channel: bool, extremes: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sums of squared differences (float64, [N, C] or [N]) of frames x, y [N, C, H, W] (numpy, one dtype)
-    by `cv2.norm`, which reads both frames once and sums in double, over `torch.get_num_threads()` threads;
-    with `extremes` also (min x, max x, min y, max y) [4] by `cv2.minMaxLoc` (it skips NaN, which the sums
-    keep), else (0, 1, 0, 1)."""
+    """Sums of squared differences (float64, [N, C] or [N]) of frames x, y [N, C, H, W] (numpy; of two
+    dtypes, each frame pair is compared in float64) by `cv2.norm`, which reads both frames once and sums
+    in double, over `torch.get_num_threads()` threads; with `extremes` also (min x, max x, min y, max y)
+    [4] by `cv2.minMaxLoc` (it skips NaN, which the sums keep), else (0, 1, 0, 1)."""
     import cv2  # deferred: only these CPU paths need OpenCV (GPU runs go without it)
 
     n, c, h, w = x.shape
@@ -33,6 +33,8 @@ def _cv2_sse(
     def task(part: slice) -> tuple[list, list[float]]:
         sums, ext = [], [math.inf, -math.inf, math.inf, -math.inf]
         for a, b in zip(x[part], y[part]):  # [C, H, W] each
+            if a.dtype != b.dtype:
+                a, b = a.astype(np.float64), b.astype(np.float64)
             if extremes:
                 for i, frame in ((0, a), (2, b)):
                     lo, hi, _, _ = cv2.minMaxLoc(frame.reshape(c * h, w))
@@ -153,7 +155,7 @@ class PSNR(FrameMetric):
         """Large CPU float frames: extremes and sums from `_cv2_sse` in threads; NaN or inf, which only the
         sums show, are looked up again by torch so that the error names the tensor. Else (uint8 pairs
         included) as `FrameMetric`."""
-        if not (self._cv2_applies(pred) and pred.dtype == target.dtype != torch.uint8):
+        if not (self._cv2_applies(pred) and pred.is_floating_point() and target.is_floating_point()):
             return super().extremes_and_scores(pred, target)
         extremes, sse = _cv2_sse(
             pred.contiguous().numpy(), target.contiguous().numpy(), self.per_channel, True
