@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+import numpy as np
 import torch
 
 T = TypeVar("T")
@@ -35,3 +36,9 @@ def map_chunks(fn: Callable[[slice], T], parts: Sequence[slice]) -> list[T]:
     if workers <= 1:
         return [fn(part) for part in parts]
     return list(pool(workers).map(fn, parts))
+
+
+def merge_extremes(parts: Sequence[Sequence[float]]) -> np.ndarray:
+    """(min x, max x, min y, max y) [4] float64 over chunks' own extremes [chunks, 4]; NaN propagates."""
+    ext = np.asarray(parts, dtype=np.float64)  # [chunks, 4]
+    return np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()])

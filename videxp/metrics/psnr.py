@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from videxp.metrics.base import FrameMetric
-from videxp.metrics.cpu_chunks import chunks, map_chunks
+from videxp.metrics.cpu_chunks import chunks, map_chunks, merge_extremes
 
 # CPU float frames of at least this many values are scored by OpenCV in threads: one `minMaxLoc` per input
 # and one `cv2.norm` per frame read each frame about once. Smaller frames stay with torch's slices, since
@@ -49,8 +49,7 @@ def _cv2_sse(
     sse = np.array([v for sums, _ in results for v in sums], dtype=np.float64)  # [N, C] or [N]
     if not extremes:
         return np.array([0.0, 1.0, 0.0, 1.0]), sse
-    ext = np.array([e for _, e in results])  # [tasks, 4]
-    return np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()]), sse
+    return merge_extremes([e for _, e in results]), sse
 
 
 def _uint8_sse(pred: torch.Tensor, target: torch.Tensor, per_channel: bool, cv2: bool) -> torch.Tensor:
@@ -132,16 +131,17 @@ class PSNR(FrameMetric):
             **super().settings(),
         }
 
+    def _opencv(self, device: torch.device) -> bool:
+        """Whether this backend may score frames on `device` with OpenCV (CPU, not `torch`, not compiled)."""
+        return device.type == "cpu" and self.backend != "torch" and not self.compile
+
     def _cv2_applies(self, frames: torch.Tensor) -> bool:
-        """Whether CPU frames [N, C, H, W] are scored by OpenCV in threads: with `backend="cv2"`, or with
-        "auto" (not compiled) when they hold at least `CV2_FRAME_ELEMENTS` values."""
+        """Whether frames [N, C, H, W] go to OpenCV's threads: uint8 or float on CPU, with `backend="cv2"`, or
+        with "auto" when they hold at least `CV2_FRAME_ELEMENTS` values."""
         return (
-            frames.device.type == "cpu"
+            self._opencv(frames.device)
             and frames.dtype in (torch.uint8, torch.float32, torch.float64)
-            and (
-                self.backend == "cv2"
-                or (self.backend == "auto" and not self.compile and frames[0].numel() >= CV2_FRAME_ELEMENTS)
-            )
+            and (self.backend == "cv2" or frames[0].numel() >= CV2_FRAME_ELEMENTS)
         )
 
     def frames_per_call(self, frames: torch.Tensor) -> int:
@@ -171,8 +171,9 @@ class PSNR(FrameMetric):
         """PSNR [N] of pred vs target [N, C, H, W] (float, or both uint8: exact integer differences)."""
         n, c, h, w = pred.shape
         if pred.dtype == target.dtype == torch.uint8:
-            cv2 = pred.device.type == "cpu" and self.backend != "torch" and not self.compile
-            sse = _uint8_sse(pred, target, self.per_channel, cv2) / 255.0**2  # [N, C] or [N], in [0, 1] units
+            sse = (
+                _uint8_sse(pred, target, self.per_channel, self._opencv(pred.device)) / 255.0**2
+            )  # [0, 1] units
         else:
             dtype = torch.float64 if torch.float64 in (pred.dtype, target.dtype) else torch.float32
             sq = (pred.to(dtype) - target.to(dtype)).square_()  # [N, C, H, W]

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from videxp.metrics.base import FrameMetric
-from videxp.metrics.cpu_chunks import chunks, map_chunks
+from videxp.metrics.cpu_chunks import chunks, map_chunks, merge_extremes
 
 # Per variant: window shape and size, Gaussian sigma, covariance normalisation and default data range.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -304,8 +304,7 @@ class SSIM(FrameMetric):
         parts = chunks(n * c, h * w, CV2_CHUNK_ELEMENTS)
         results = map_chunks(lambda part: self._map_sum_cv2(xs[part], ys[part], scale), parts)
         total = np.concatenate([sums for sums, _ in results])  # [P]
-        ext = np.stack([e for _, e in results])  # [chunks, 4]
-        extremes = np.array([ext[:, 0].min(), ext[:, 1].max(), ext[:, 2].min(), ext[:, 3].max()])
+        extremes = merge_extremes([e for _, e in results])  # [4]
         per_channel = torch.from_numpy(total / ((h - self.win_size + 1) * (w - self.win_size + 1))).view(n, c)
         return torch.from_numpy(extremes), per_channel.mean(dim=1)  # [4], [N]
 
