@@ -38,9 +38,14 @@ def _frames(n: int, smooth: bool, seed: int) -> torch.Tensor:
 def test_matches_lpips_package_per_frame(alex_state, smooth):
     metric = LPIPS()
     ref = _reference(alex_state)
+    layouts = []  # the backbone's input on CPU: channels-last (oneDNN's NHWC kernels)
+    metric.model.net.slice1.register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
     pred, target = _frames(5, smooth, 1), _frames(5, smooth, 2)
     ours = metric.score_frames(pred, target)
     assert ours.shape == (5,)
+    assert layouts == [True, True]
     with torch.no_grad():
         expected = torch.stack(
             [ref(pred[i : i + 1] * 2 - 1, target[i : i + 1] * 2 - 1).reshape(()) for i in range(5)]
