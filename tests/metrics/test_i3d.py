@@ -83,9 +83,14 @@ def test_state_dict_file_loads_and_matches(tmp_path: Path, fixture_net: Inceptio
     torch.save({"state_dict": {f"module.{k}": v for k, v in fixture_net.state_dict().items()}}, path)
     det = load_detector(path, batch_size=1)
     assert isinstance(det, Detector) and det.file_sha256 is not None and len(det.file_sha256) == 64
+    layouts = []  # an eager I3D on CPU gets channels-last chunks (oneDNN's NDHWC convolutions)
+    det.net.register_forward_pre_hook(
+        lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last_3d))
+    )
     x = torch.rand((2, 3, 9, 224, 224), generator=torch.Generator().manual_seed(3)) * 2 - 1  # T = min_frames
     feats = det(x)
     assert feats.dtype == torch.float32 and feats.shape == (2, 400)
+    assert layouts == [True, True]
     with torch.no_grad():
         ref = fixture_net(x)
     torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-5)

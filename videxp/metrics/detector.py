@@ -50,7 +50,10 @@ class Detector:
     """A frozen feature network: float `[B, 3, T, 224, 224]` in [-1, 1] → float32 features `[B, D]` (on CPU).
 
     The caller does all preprocessing (uint8 → [-1, 1], resize to 224×224). Inputs are moved to
-    `device` in chunks of `batch_size`; the network runs in eval mode, without grad, with TF32 off.
+    `device` in chunks of `batch_size`; the network runs in eval mode, without grad, with TF32 off. On CPU
+    an eager network gets its chunks channels-last (oneDNN's NDHWC 3-D convolutions: I3D at 8 × 16 × 224²
+    runs 1.6× faster, same features to float rounding); TorchScript detectors and other devices get them as
+    they come.
     """
 
     def __init__(
@@ -73,6 +76,8 @@ class Detector:
         self.min_frames = min_frames
         self.file_sha256 = file_sha256
         self.batch_size = batch_size
+        eager_cpu = self.device.type == "cpu" and not isinstance(net, _TorchScriptI3D)
+        self.layout = torch.channels_last_3d if eager_cpu else torch.preserve_format  # of each chunk
 
     def __repr__(self) -> str:
         return (
@@ -103,7 +108,7 @@ class Detector:
         out = []
         with _no_tf32():
             for chunk in x.split(self.batch_size):
-                f = self.net(chunk.to(self.device, torch.float32))  # [b, D]
+                f = self.net(chunk.to(self.device, torch.float32, memory_format=self.layout))  # [b, D]
                 if f.ndim != 2 or f.shape[1] != self.feature_dim:
                     raise ValueError(
                         f"{self.name}: network returned shape {tuple(f.shape)}, "
